@@ -1,0 +1,157 @@
+"""The project config (`sftpipe.yaml`): one small pydantic model per section, YAML + `--set` overrides.
+
+Every problem in a config is reported at once, each with its dotted path and the allowed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(Section):
+    """Which model: an embedded name, a local HF folder, or a hub id (offline here)."""
+
+    name: str = "smollm2-135m-instruct"
+    tokenizer: str | None = None  # a different tokenizer folder; default: the model's own
+    trust_remote_code: bool = False
+
+
+class DataConfig(Section):
+    """Where the conversations come from and how to read them."""
+
+    train: list[str] = Field(default_factory=list)
+    eval: list[str] = Field(default_factory=list)
+    format: Literal["auto", "openai", "sharegpt", "alpaca", "prompt_completion"] = "auto"
+    column_map: dict[str, str] = Field(default_factory=dict)
+    on_error: Literal["fail", "skip"] = "fail"
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class TemplateConfig(Section):
+    """The chat template: the model's own (`model`, the default), a built-in name, or a `.jinja` file."""
+
+    name: str = "model"
+
+
+class RenderConfig(Section):
+    """Label masking, truncation and batching of rendered conversations."""
+
+    max_length: int = Field(2048, ge=16)
+    train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
+    truncation: Literal["drop", "drop_oldest_turns", "truncate"] = "drop"
+    batching: Literal["auto", "packed", "padded"] = "auto"
+    overflow: Literal["error", "drop", "truncate"] = "drop"
+
+
+class SftpipeConfig(Section):
+    """The whole project config. Each verb reads only its own sections."""
+
+    name: str = "run"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    template: TemplateConfig = Field(default_factory=TemplateConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, v: Any) -> Any:
+        # `model: NAME` and `template: NAME` stand for `{name: NAME}`
+        if isinstance(v, dict):
+            v = {**v, **{k: {"name": v[k]} for k in ("model", "template") if isinstance(v.get(k), str)}}
+        return v
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn `["train.lr=1e-4", "render.max_length=512"]` into a nested dict; values parse as YAML scalars.
+
+    >>> parse_overrides(["render.max_length=512", "model.name=x"])
+    {'render': {'max_length': 512}, 'model': {'name': 'x'}}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", [f"{item!r} is not KEY=VALUE; fix: write e.g. --set render.max_length=1024"])
+        out = _merge(out, _nest(key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""))
+    return out
+
+
+def _nest(parts: list[str], value: Any) -> dict:
+    return {parts[0]: _nest(parts[1:], value) if len(parts) > 1 else value}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names allowed at the parent of `loc` (for unknown-key errors)."""
+    cls: Any = model
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        else:
+            return []
+    return list(cls.model_fields)
+
+
+def format_errors(err: ValidationError, model: type[BaseModel]) -> list[str]:
+    """One line per pydantic error: dotted path, what is wrong, and what is allowed."""
+    problems = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed(model, loc)
+            problems.append(f"{path}: unknown key (allowed: {', '.join(allowed)})")
+        else:
+            problems.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
+    return problems
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> SftpipeConfig:
+    """Read `path` (YAML, optional) over `base`, then apply `--set` overrides and CLI `flags` (dotted keys, None
+    means unset), and validate everything at once."""
+    data: dict[str, Any] = dict(base or {})
+    source = str(path) if path else "config"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(source, [f"file not found; fix: pass an existing sftpipe.yaml (cwd: {Path.cwd()})"])
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(source, ["the top level must be a mapping of sections (model:, data:, ...)"])
+        data = _merge(data, loaded)
+    data = _merge(data, parse_overrides(overrides or []))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            data = _merge(data, _nest(key.split("."), value))
+    try:
+        return SftpipeConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, format_errors(err, SftpipeConfig)) from None

@@ -1,0 +1,107 @@
+"""Typed conversations, validated once at the boundary.
+
+A `Conversation` is a list of `Message`s plus the record's extra fields (`meta`, e.g. `id`, `category`) and
+where it came from (`source`). Readers build them; everything downstream trusts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import RecordError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record came from: a file and a 1-based line (JSONL) or row (Parquet)."""
+
+    path: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. `train` overrides the multi-turn policy for this message (assistant only)."""
+
+    role: str
+    content: str
+    train: bool | None = None
+    tool_calls: tuple[dict, ...] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    def to_template(self) -> dict[str, Any]:
+        """The message as the dict a Jinja chat template sees (no sftpipe-only keys, no None values)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [dict(c) for c in self.tool_calls]
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+@dataclass
+class Conversation:
+    """A validated conversation with its extra fields and origin."""
+
+    messages: list[Message]
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: Source | None = None
+
+    def to_template(self) -> list[dict[str, Any]]:
+        """All messages as template dicts."""
+        return [m.to_template() for m in self.messages]
+
+    def to_record(self) -> dict[str, Any]:
+        """The conversation as an OpenAI-`messages` JSON record, extra fields kept."""
+        msgs = []
+        for m in self.messages:
+            d = m.to_template()
+            if m.train is not None:
+                d["train"] = m.train
+            msgs.append(d)
+        return {**self.meta, "messages": msgs}
+
+    @property
+    def label(self) -> str:
+        """A short human name for error messages: the record id if any, else file:line."""
+        if "id" in self.meta:
+            return f"record id={self.meta['id']!r}"
+        if self.source is not None:
+            return f"{self.source.path}:{self.source.line}"
+        return "record"
+
+
+def validate_messages(messages: list[Message]) -> None:
+    """Raise `RecordError` (with the message index and field) unless `messages` is a trainable conversation.
+
+    Checks: known role, non-empty string content (an assistant message with tool calls may be empty),
+    a system message only first, and at least one assistant message.
+    """
+    if not messages:
+        raise RecordError("no_messages", "conversation has no messages", field="messages",
+                          fix="give at least one user and one assistant message")
+    for i, m in enumerate(messages):
+        if m.role not in ROLES:
+            raise RecordError("unknown_role", f"unknown role {m.role!r} (allowed: {', '.join(ROLES)})",
+                              index=i, field="role", fix="rename the role to one of those (ShareGPT data: use format sharegpt)")
+        if not isinstance(m.content, str):
+            raise RecordError("bad_content", f"content is {type(m.content).__name__}, not a string",
+                              index=i, field="content", fix="give the content as a string or a list of text parts")
+        if not m.content.strip() and not (m.role == "assistant" and m.tool_calls):
+            raise RecordError("empty_content", "content is empty", index=i, field="content",
+                              fix="drop the message or the record (curate filters empty replies)")
+        if m.role == "system" and i != 0:
+            raise RecordError("system_not_first", "a system message may only come first", index=i, field="role",
+                              fix="move the system message to the start or merge it into the first one")
+        if m.train is not None and m.role != "assistant":
+            raise RecordError("train_on_non_assistant", f"'train' is set on a {m.role} message", index=i,
+                              field="train", fix="only assistant messages can be trained; remove the key")
+    if not any(m.role == "assistant" for m in messages):
+        raise RecordError("no_assistant", "conversation has no assistant message", field="messages",
+                          fix="add the assistant reply, or drop the record")

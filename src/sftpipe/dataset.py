@@ -1,0 +1,135 @@
+"""Conversations -> masked examples within `max_length`, with a mask report that accounts for every record."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable
+
+from rich.progress import Progress
+
+from .conversation import Conversation
+from .errors import RecordError
+from .render import ChatRenderer, Example
+
+TRUNCATION = ("drop", "drop_oldest_turns", "truncate")
+
+
+@dataclass
+class MaskReport:
+    """What rendering did to a dataset: sizes, trained share, truncation and drops with reasons."""
+
+    conversations_in: int = 0
+    conversations_kept: int = 0
+    examples: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    trained_messages: int = 0
+    eot_trained: int = 0
+    truncated: int = 0
+    truncation_policy: str = "drop"
+    max_length: int = 0
+    history_rewrite_splits: int = 0
+    boundary_tokens: int = 0
+    escaped_control_examples: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def trained_share(self) -> float:
+        return self.trained_tokens / self.tokens if self.tokens else 0.0
+
+    @property
+    def eot_coverage(self) -> float:
+        """Share of trained assistant messages whose end-of-turn token is trained (1.0 unless truncated)."""
+        return self.eot_trained / self.trained_messages if self.trained_messages else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "trained_share": round(self.trained_share, 6),
+                "eot_coverage": round(self.eot_coverage, 6)}
+
+
+def drop_oldest_turn(conv: Conversation) -> Conversation | None:
+    """Remove the oldest exchange after any system message (up to the next user message); None if none is left.
+
+    >>> from sftpipe.conversation import Message
+    >>> c = Conversation([Message("user", "a"), Message("assistant", "b"), Message("user", "c"),
+    ...                   Message("assistant", "d")])
+    >>> [m.content for m in drop_oldest_turn(c).messages]
+    ['c', 'd']
+    """
+    msgs = conv.messages
+    head = 1 if msgs and msgs[0].role == "system" else 0
+    nxt = next((j for j in range(head + 1, len(msgs)) if msgs[j].role == "user"), None)
+    if nxt is None:
+        return None
+    return replace(conv, messages=msgs[:head] + msgs[nxt:])
+
+
+def _fit(renderer: ChatRenderer, conv: Conversation, max_length: int, policy: str
+         ) -> tuple[list[Example], bool]:
+    """Render `conv` so every example fits in `max_length` under `policy`; returns (examples, truncated)."""
+    examples = renderer.render(conv)
+    truncated = False
+    if policy == "drop_oldest_turns":
+        while any(len(e.input_ids) > max_length for e in examples):
+            shorter = drop_oldest_turn(conv)
+            if shorter is None or not renderer._trained_indices(shorter):
+                break
+            conv, truncated = shorter, True
+            examples = renderer.render(conv)
+    elif policy == "truncate":
+        for i, e in enumerate(examples):
+            if len(e.input_ids) > max_length:
+                examples[i] = replace(e, input_ids=e.input_ids[:max_length], labels=e.labels[:max_length])
+                truncated = True
+        examples = [e for e in examples if e.n_trained > 0]
+        if not examples:
+            raise RecordError("no_trained_tokens_after_truncation", f"{conv.label}: truncation to {max_length} "
+                              "tokens leaves no trained token", fix="raise max_length or use truncation: drop")
+    too_long = [e for e in examples if len(e.input_ids) > max_length]
+    if too_long:
+        raise RecordError("too_long", f"{conv.label}: {len(too_long[0].input_ids)} tokens > max_length "
+                          f"{max_length} (truncation: {policy})",
+                          fix="raise render.max_length or set render.truncation to drop_oldest_turns or truncate")
+    return examples, truncated
+
+
+def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max_length: int,
+                   truncation: str = "drop", on_error: str = "fail", total: int | None = None,
+                   progress: bool = False) -> tuple[list[Example], list[dict], MaskReport]:
+    """Render all conversations; bad ones raise (`fail`) or go to rejects with their reason (`skip`)."""
+    if truncation not in TRUNCATION:
+        raise ValueError(f"truncation={truncation!r}; allowed: {', '.join(TRUNCATION)}")
+    report = MaskReport(truncation_policy=truncation, max_length=max_length)
+    examples: list[Example] = []
+    rejects: list[dict] = []
+    reasons: Counter[str] = Counter()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("render", total=total)
+        for conv in convs:
+            bar.advance(task)
+            report.conversations_in += 1
+            try:
+                exs, truncated = _fit(renderer, conv, max_length, truncation)
+            except RecordError as err:
+                err = err.located(conv.source.path, conv.source.line) if conv.source and err.path is None else err
+                if on_error == "fail":
+                    raise err from None
+                reasons[err.reason] += 1
+                rejects.append({**err.to_dict(), "stage": "render", "record": conv.to_record()})
+                continue
+            report.conversations_kept += 1
+            report.truncated += int(truncated)
+            report.history_rewrite_splits += int(any("turn" in e.meta for e in exs))
+            for e in exs:
+                report.examples += 1
+                report.tokens += len(e.input_ids)
+                report.trained_tokens += e.n_trained
+                report.trained_messages += e.trained_messages
+                report.eot_trained += e.eot_trained
+                report.boundary_tokens += e.boundary_tokens
+                report.escaped_control_examples += int(e.escaped_control)
+            examples.extend(exs)
+    report.rejected = dict(reasons)
+    assert report.conversations_in == report.conversations_kept + len(rejects)
+    return examples, rejects, report

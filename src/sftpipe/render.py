@@ -1,0 +1,267 @@
+"""Conversation -> (input_ids, labels) with the model's own chat template, for ANY template.
+
+Assistant spans come from the template itself, by incremental rendering: for each trained assistant message i,
+`P = render(messages[:i], add_generation_prompt=True)` is what serving shows before the reply, and
+`R = render(messages[:i + 1])` is the conversation up to the reply's end. Everything the model would generate
+after `P`, up to and including the first control token that closes the reply (its end-of-turn token), is trained.
+Nothing else is: not the role header, BOS, or any system, user or tool text. No `{% generation %}` tags needed.
+
+If `R` is not a prefix of the full render, the template rewrites history (e.g. drops earlier turns' reasoning);
+such a conversation is split into one example per trained turn, each exactly what serving would show.
+Control-token strings inside content are encoded as plain text, exactly as transformers'
+`apply_chat_template(..., sanitize_control_tokens=True)` does, so a user typing `<|im_end|>` cannot end a turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from transformers.utils.chat_template_utils import (
+    _get_control_token_patterns,
+    mark_control_tokens,
+    render_jinja_template,
+)
+
+from .conversation import Conversation
+from .errors import RecordError, TemplateError
+from .templates import Template, prepare_tokenizer
+
+_SENTINEL = "\U000f0010sftpipe-reply\U000f0011"
+
+
+@dataclass
+class Example:
+    """One rendered training example. `labels` is -100 wherever the token is not trained."""
+
+    input_ids: list[int]
+    labels: list[int]
+    text: str
+    messages: list[dict] = field(default_factory=list)  # what the template rendered (for parity and serving)
+    meta: dict[str, Any] = field(default_factory=dict)
+    prompt_chars: int | None = None  # text = serving prompt (this many chars) + reply: checked against serving
+    trained_messages: int = 0
+    eot_positions: list[int] = field(default_factory=list)  # token index of each trained reply's end-of-turn
+    boundary_tokens: int = 0
+    escaped_control: bool = False
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for x in self.labels if x != -100)
+
+    @property
+    def eot_trained(self) -> int:
+        """How many trained replies keep their end-of-turn token (fewer only after truncation)."""
+        return sum(1 for p in self.eot_positions if 0 <= p < len(self.labels) and self.labels[p] != -100)
+
+
+@dataclass
+class _Turn:
+    """One trained reply: the text it sits in, its trained char span and where its end-of-turn token starts."""
+
+    index: int
+    text: str
+    start: int
+    end: int
+    eot: int
+    serving: bool  # text = serving prompt + reply, because the template renders this history differently
+
+
+@dataclass
+class _Plan:
+    """Text to tokenize, with the char spans to train (start, end, eot_start)."""
+
+    text: str
+    spans: list[tuple[int, int, int]]
+    messages: list[dict]
+    turn: int | None = None
+    prompt_chars: int | None = None  # set when text = serving prompt + reply (not one template render)
+
+
+class ChatRenderer:
+    """Renders, tokenizes and masks conversations with one template and tokenizer."""
+
+    def __init__(self, tokenizer, template: Template, *, train_on: str = "all_assistant"):
+        if train_on not in ("all_assistant", "last_assistant"):
+            raise ValueError(f"train_on={train_on!r}; allowed: all_assistant, last_assistant")
+        self.tokenizer = tokenizer
+        self.template = template
+        self.train_on = train_on
+        self.added_tokens = prepare_tokenizer(tokenizer, template)
+        control = tokenizer._get_control_tokens(template.source)
+        self._control_re, self._markers_re = _get_control_token_patterns(tuple(tokenizer.added_tokens_encoder))
+        self._eot_re, _ = _get_control_token_patterns(tuple(control))
+        self._newline_ids = tokenizer.encode("\n", add_special_tokens=False)
+        probe = [{"role": "user", "content": "hi"}]
+        # Templates like Mistral's need no generation prompt ("[/INST]" ends the user turn); then nothing may stand
+        # between the prompt and the reply, or the model would be trained to write its own role header.
+        self._ignores_generation_prompt = self.render_text(probe, add_generation_prompt=True) == self.render_text(
+            probe)
+
+    # -- rendering -------------------------------------------------------------------------------------------
+    def render_text(self, messages: list[dict], *, add_generation_prompt: bool = False) -> str:
+        """The template's text for `messages`, exactly as `tokenizer.apply_chat_template(tokenize=False)` gives it."""
+        try:
+            out, _ = render_jinja_template(conversations=[messages], chat_template=self.template.source,
+                                           add_generation_prompt=add_generation_prompt,
+                                           **self.tokenizer.special_tokens_map)
+        except Exception as exc:  # jinja's TemplateError from raise_exception(), or a template bug
+            raise RecordError("template_rejected", f"template {self.template.name!r} rejects this conversation: "
+                              f"{exc}", field="role", fix="fix the role order (e.g. alternate user/assistant) "
+                              "or choose a template that accepts it") from None
+        return out[0]
+
+    def _trained_indices(self, conv: Conversation) -> list[int]:
+        assistant = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
+        default = set(assistant if self.train_on == "all_assistant" else assistant[-1:])
+        return [i for i in assistant if (conv.messages[i].train if conv.messages[i].train is not None
+                                         else i in default)]
+
+    def _tail(self, text: str) -> str:
+        """What follows the last control token of `text` (the end of a role header)."""
+        last = None
+        for last in self._eot_re.finditer(text):
+            pass
+        return text[last.end():] if last else text
+
+    def _turn(self, msgs: list[dict], i: int) -> _Turn:
+        """Where assistant message i's generated text lies, rendered as history and as a serving reply."""
+        name = self.template.name
+        prompt = self.render_text(msgs[:i], add_generation_prompt=True)
+        upto = self.render_text(msgs[: i + 1])
+        probe = self.render_text(msgs[:i] + [{**msgs[i], "content": _SENTINEL}])
+        if _SENTINEL not in probe:
+            raise TemplateError(f"template {name!r} does not render the content of assistant message {i}; "
+                                "fix: use a template that renders every assistant message")
+        head, closing = probe.split(_SENTINEL, 1)
+        match = self._eot_re.search(closing)
+        if not upto.startswith(head) or not upto.endswith(closing) or match is None:
+            raise TemplateError(f"template {name!r} does not close assistant message {i} with an end-of-turn "
+                                "control token, so a model trained on it would never learn to stop; fix: end "
+                                "assistant turns with eos_token or the template's end-of-turn token")
+        reply = upto[len(head): len(upto) - len(closing)]
+        if upto.startswith(prompt):
+            header = head[len(prompt):]
+            if self._ignores_generation_prompt and header.strip():
+                raise TemplateError(f"template {name!r} ignores add_generation_prompt, so its assistant header "
+                                    f"{header!r} is not in the serving prompt and would be trained; fix: add an "
+                                    "add_generation_prompt branch that writes the assistant header")
+            eot = len(upto) - len(closing) + match.start()
+            return _Turn(i, upto, len(prompt), eot + len(match.group()), eot, serving=False)
+        lead = self._tail(head)
+        if not lead.startswith(self._tail(prompt)):
+            at = next((k for k, (a, b) in enumerate(zip(prompt, upto)) if a != b), min(len(prompt), len(upto)))
+            raise TemplateError(f"template {name!r}: the generation prompt is not a prefix of the rendered "
+                                f"assistant message {i} (serving shows {prompt[at:at + 24]!r} where training has "
+                                f"{upto[at:at + 24]!r}), so training and serving would differ; fix: use a "
+                                "template whose add_generation_prompt text matches its assistant header")
+        # The history differs from the serving prompt (e.g. Mistral v0.3 shows the system prompt only in the
+        # last user turn): train on exactly what serving shows, followed by what the model generates.
+        text = prompt + lead[len(self._tail(prompt)):] + reply + closing[: match.end()]
+        eot = len(text) - len(match.group())
+        return _Turn(i, text, len(prompt), len(text), eot, serving=True)
+
+    def plan(self, conv: Conversation) -> list[_Plan]:
+        """The examples for one conversation (one per trained turn if the template rewrites history)."""
+        msgs = conv.to_template()
+        trained = self._trained_indices(conv)
+        if not trained:
+            raise RecordError("no_trainable_tokens", f"{conv.label} has no trained assistant message (policy "
+                              f"{self.train_on}, per-message train flags)", field="train",
+                              fix="set train: true on an assistant message or drop the record")
+        full = self.render_text(msgs)
+        turns = [self._turn(msgs, i) for i in trained]
+        if all(not t.serving and full.startswith(t.text[: t.end]) for t in turns):
+            return [_Plan(full, [(t.start, t.end, t.eot) for t in turns], msgs)]
+        return [_Plan(t.text, [(t.start, t.end, t.eot)], msgs[: t.index + 1], turn=t.index,
+                      prompt_chars=t.start if t.serving else None) for t in turns]
+
+    # -- tokenizing ------------------------------------------------------------------------------------------
+    def encode(self, messages: list[dict], text: str, *, add_generation_prompt: bool = False
+               ) -> tuple[list[int], np.ndarray, bool]:
+        """Token ids and char offsets of `text` (the render of `messages`), control strings in content kept as text.
+
+        Matches `apply_chat_template(..., tokenize=True, sanitize_control_tokens=True)` token for token.
+        """
+        marked = mark_control_tokens(messages, self._control_re)
+        if marked == messages:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            return list(enc["input_ids"]), np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2), False
+        pieces = self._markers_re.split(self.render_text(marked, add_generation_prompt=add_generation_prompt))
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        cursor = 0
+        for k, piece in enumerate(pieces):
+            if not piece:
+                continue
+            piece_ids, piece_offsets = self._encode_piece(piece, as_text=k % 2 == 1, first=k == 0)
+            ids += piece_ids
+            offsets += [(a + cursor, b + cursor) for a, b in piece_offsets]
+            cursor += len(piece)
+        assert cursor == len(text), "marked render does not reassemble the plain render"
+        return ids, np.asarray(offsets, dtype=np.int64).reshape(-1, 2), True
+
+    def _encode_piece(self, piece: str, *, as_text: bool, first: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        # Mirrors transformers' encode_marked_chat: later pieces are encoded after a "\n" that is then removed,
+        # so SentencePiece tokenizers don't add a prefix space mid-chat.
+        kw = {"add_special_tokens": False, "return_offsets_mapping": True, "split_special_tokens": as_text}
+        if not first:
+            enc = self.tokenizer("\n" + piece, **kw)
+            n = len(self._newline_ids)
+            if list(enc["input_ids"][:n]) == self._newline_ids:
+                return list(enc["input_ids"][n:]), [(a - 1, b - 1) for a, b in enc["offset_mapping"][n:]]
+        enc = self.tokenizer(piece, **kw)
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+    def encode_prompt(self, conv_messages: list[dict]) -> list[int]:
+        """Serving: the ids of `messages` plus the generation prompt, control strings in content kept as text."""
+        text = self.render_text(conv_messages, add_generation_prompt=True)
+        return self.encode(conv_messages, text, add_generation_prompt=True)[0]
+
+    def _encode_plan(self, plan: _Plan) -> tuple[list[int], np.ndarray, bool]:
+        if plan.prompt_chars is None:
+            return self.encode(plan.messages, plan.text)
+        # serving prompt, then the reply as text and its end-of-turn as template text, tokenized like generation
+        prompt = plan.text[: plan.prompt_chars]
+        ids, offsets, escaped = self.encode(plan.messages[:-1], prompt, add_generation_prompt=True)
+        start, _, eot = plan.spans[0]
+        parts = [(plan.text[start:eot], True), (plan.text[eot:], False)]
+        offsets_list, cursor = offsets.tolist(), len(prompt)
+        for piece, as_text in parts:
+            piece_ids, piece_offsets = self._encode_piece(piece, as_text=as_text, first=False)
+            ids += piece_ids
+            offsets_list += [(a + cursor, b + cursor) for a, b in piece_offsets]
+            cursor += len(piece)
+        return ids, np.asarray(offsets_list, dtype=np.int64).reshape(-1, 2), escaped
+
+    def tokenize_plan(self, plan: _Plan, meta: dict[str, Any]) -> Example:
+        """Tokenize one plan and derive its labels from the trained char spans."""
+        ids, offsets, escaped = self._encode_plan(plan)
+        labels = np.full(len(ids), -100, dtype=np.int64)
+        starts, ends = offsets[:, 0], offsets[:, 1]
+        boundary = 0
+        eot_positions = []
+        for start, end, eot in plan.spans:
+            inside = (starts >= start) & (ends <= end) & (ends > starts)
+            labels[inside] = np.asarray(ids)[inside]
+            boundary += int(np.sum((starts < end) & (ends > start) & ~inside))
+            hits = np.flatnonzero(inside & (starts >= eot))
+            eot_positions.append(int(hits[0]) if len(hits) else -1)
+        if plan.turn is not None:
+            meta = {**meta, "turn": plan.turn}
+        return Example(ids, labels.tolist(), plan.text, plan.messages, meta, prompt_chars=plan.prompt_chars,
+                       trained_messages=len(plan.spans),
+                       eot_positions=eot_positions, boundary_tokens=boundary, escaped_control=escaped)
+
+    def render(self, conv: Conversation) -> list[Example]:
+        """All examples of one conversation, tokenized and masked."""
+        meta = dict(conv.meta)
+        if conv.source is not None:
+            meta.setdefault("source", f"{conv.source.path}:{conv.source.line}")
+        examples = [self.tokenize_plan(p, meta) for p in self.plan(conv)]
+        for ex in examples:
+            if ex.n_trained == 0:
+                raise RecordError("no_trainable_tokens", f"{conv.label}: the example has no trained token",
+                                  fix="check the template and the train flags")
+        return examples

@@ -1,0 +1,1 @@
+"""Stages: one module per CLI verb, each with a typed `run(...) -> Result` core."""

@@ -1,0 +1,42 @@
+"""`sftpipe inspect`: show one rendered example with its trained tokens highlighted."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+from ..config import SftpipeConfig
+from ..errors import ConfigError
+from ..readers import read_conversations
+from ..render import Example
+from .render import build_renderer
+
+
+def highlight(example: Example, tokenizer) -> Text:
+    """The example's text, token by token: trained tokens on green, the rest dim."""
+    out = Text()
+    for tok_id, label in zip(example.input_ids, example.labels):
+        piece = tokenizer.decode([tok_id], skip_special_tokens=False)
+        out.append(piece, style="black on green" if label != -100 else "dim")
+    return out
+
+
+def run(cfg: SftpipeConfig, index: int = 0, console: Console | None = None) -> list[Example]:
+    """Render record `index` of `data.train` and print it; returns its examples."""
+    if not cfg.data.train:
+        raise ConfigError("config", ["data.train: no input files; fix: pass --input FILE"])
+    read = read_conversations(cfg.data.train, format=cfg.data.format, column_map=cfg.data.column_map or None,
+                              on_error="fail")
+    if not 0 <= index < len(read.conversations):
+        raise ConfigError("--index", [f"index {index} is out of range; the input has {len(read.conversations)} "
+                                      f"records (allowed: 0..{len(read.conversations) - 1})"])
+    renderer = build_renderer(cfg)
+    console = console or Console()
+    examples = renderer.render(read.conversations[index])
+    for ex in examples:
+        console.print(highlight(ex, renderer.tokenizer))
+        console.print(f"[bold]{len(ex.input_ids)} tokens, {ex.n_trained} trained "
+                      f"({ex.n_trained / len(ex.input_ids):.0%}), end-of-turn trained for "
+                      f"{ex.eot_trained}/{ex.trained_messages} replies; template {renderer.template.name} "
+                      f"sha256 {renderer.template.sha256[:12]}[/bold]")
+    return examples
