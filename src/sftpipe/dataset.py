@@ -65,10 +65,9 @@ def drop_oldest_turn(conv: Conversation) -> Conversation | None:
     return replace(conv, messages=msgs[:head] + msgs[nxt:])
 
 
-def _fit(renderer: ChatRenderer, conv: Conversation, max_length: int, policy: str
+def _fit(renderer: ChatRenderer, conv: Conversation, examples: list[Example], max_length: int, policy: str
          ) -> tuple[list[Example], bool]:
-    """Render `conv` so every example fits in `max_length` under `policy`; returns (examples, truncated)."""
-    examples = renderer.render(conv)
+    """Make `conv`'s examples fit in `max_length` under `policy`; returns (examples, truncated)."""
     truncated = False
     if policy == "drop_oldest_turns":
         while any(len(e.input_ids) > max_length for e in examples):
@@ -94,6 +93,18 @@ def _fit(renderer: ChatRenderer, conv: Conversation, max_length: int, policy: st
     return examples, truncated
 
 
+def _rendered(convs: Iterable[Conversation], renderer: ChatRenderer, chunk: int = 256):
+    """Yield (conversation, its examples or RecordError), rendering `chunk` conversations at a time."""
+    batch: list[Conversation] = []
+    for conv in convs:
+        batch.append(conv)
+        if len(batch) == chunk:
+            yield from zip(batch, renderer.render_batch(batch))
+            batch = []
+    if batch:
+        yield from zip(batch, renderer.render_batch(batch))
+
+
 def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max_length: int,
                    truncation: str = "drop", on_error: str = "fail", total: int | None = None,
                    progress: bool = False) -> tuple[list[Example], list[dict], MaskReport]:
@@ -106,11 +117,13 @@ def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max
     reasons: Counter[str] = Counter()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("render", total=total)
-        for conv in convs:
+        for conv, rendered in _rendered(convs, renderer):
             bar.advance(task)
             report.conversations_in += 1
             try:
-                exs, truncated = _fit(renderer, conv, max_length, truncation)
+                if isinstance(rendered, RecordError):
+                    raise rendered
+                exs, truncated = _fit(renderer, conv, rendered, max_length, truncation)
             except RecordError as err:
                 err = err.located(conv.source.path, conv.source.line) if conv.source and err.path is None else err
                 if on_error == "fail":

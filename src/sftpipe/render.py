@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 from transformers.utils.chat_template_utils import (
+    _compile_jinja_template,
     _get_control_token_patterns,
     mark_control_tokens,
-    render_jinja_template,
 )
 
 from .conversation import Conversation
@@ -89,6 +89,9 @@ class ChatRenderer:
         self.template = template
         self.train_on = train_on
         self.added_tokens = prepare_tokenizer(tokenizer, template)
+        # transformers' own sandboxed, compiled template and the variables apply_chat_template passes it
+        self._compiled = _compile_jinja_template(template.source)
+        self._variables = {**tokenizer.special_tokens_map, "tools": None, "documents": None}
         control = tokenizer._get_control_tokens(template.source)
         self._control_re, self._markers_re = _get_control_token_patterns(tuple(tokenizer.added_tokens_encoder))
         self._eot_re, _ = _get_control_token_patterns(tuple(control))
@@ -103,14 +106,12 @@ class ChatRenderer:
     def render_text(self, messages: list[dict], *, add_generation_prompt: bool = False) -> str:
         """The template's text for `messages`, exactly as `tokenizer.apply_chat_template(tokenize=False)` gives it."""
         try:
-            out, _ = render_jinja_template(conversations=[messages], chat_template=self.template.source,
-                                           add_generation_prompt=add_generation_prompt,
-                                           **self.tokenizer.special_tokens_map)
+            return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         **self._variables)
         except Exception as exc:  # jinja's TemplateError from raise_exception(), or a template bug
             raise RecordError("template_rejected", f"template {self.template.name!r} rejects this conversation: "
                               f"{exc}", field="role", fix="fix the role order (e.g. alternate user/assistant) "
                               "or choose a template that accepts it") from None
-        return out[0]
 
     def _trained_indices(self, conv: Conversation) -> list[int]:
         assistant = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
@@ -130,11 +131,14 @@ class ChatRenderer:
         name = self.template.name
         prompt = self.render_text(msgs[:i], add_generation_prompt=True)
         upto = self.render_text(msgs[: i + 1])
-        probe = self.render_text(msgs[:i] + [{**msgs[i], "content": _SENTINEL}])
-        if _SENTINEL not in probe:
+        sentinel = _SENTINEL
+        while any(sentinel in str(m.get("content")) for m in msgs[: i + 1]):  # content may contain it
+            sentinel += "\U000f0012"
+        probe = self.render_text(msgs[:i] + [{**msgs[i], "content": sentinel}])
+        if sentinel not in probe:
             raise TemplateError(f"template {name!r} does not render the content of assistant message {i}; "
                                 "fix: use a template that renders every assistant message")
-        head, closing = probe.split(_SENTINEL, 1)
+        head, closing = probe.split(sentinel, 1)
         match = self._eot_re.search(closing)
         if not upto.startswith(head) or not upto.endswith(closing) or match is None:
             raise TemplateError(f"template {name!r} does not close assistant message {i} with an end-of-turn "
@@ -235,15 +239,28 @@ class ChatRenderer:
             cursor += len(piece)
         return ids, np.asarray(offsets_list, dtype=np.int64).reshape(-1, 2), escaped
 
-    def tokenize_plan(self, plan: _Plan, meta: dict[str, Any]) -> Example:
-        """Tokenize one plan and derive its labels from the trained char spans."""
-        ids, offsets, escaped = self._encode_plan(plan)
+    def _encode_plans(self, plans: list[_Plan]) -> list[tuple[list[int], np.ndarray, bool]]:
+        """Encode many plans; plain renders (the common case) go through the fast tokenizer in one batch."""
+        plain = [k for k, p in enumerate(plans) if p.prompt_chars is None
+                 and mark_control_tokens(p.messages, self._control_re) == p.messages]
+        out: list[Any] = [None] * len(plans)
+        if plain:
+            enc = self.tokenizer([plans[k].text for k in plain], add_special_tokens=False,
+                                 return_offsets_mapping=True)
+            for j, k in enumerate(plain):
+                out[k] = (list(enc["input_ids"][j]),
+                          np.asarray(enc["offset_mapping"][j], dtype=np.int64).reshape(-1, 2), False)
+        return [o if o is not None else self._encode_plan(p) for o, p in zip(out, plans)]
+
+    def tokenize_plan(self, plan: _Plan, meta: dict[str, Any], encoded=None) -> Example:
+        """Tokenize one plan (unless `encoded` is given) and derive its labels from the trained char spans."""
+        ids, offsets, escaped = encoded or self._encode_plan(plan)
         labels = np.full(len(ids), -100, dtype=np.int64)
         starts, ends = offsets[:, 0], offsets[:, 1]
         boundary = 0
         eot_positions = []
         for start, end, eot in plan.spans:
-            inside = (starts >= start) & (ends <= end) & (ends > starts)
+            inside = (starts >= start) & (ends <= end) & ((ends > starts) | (starts < end))
             labels[inside] = np.asarray(ids)[inside]
             boundary += int(np.sum((starts < end) & (ends > start) & ~inside))
             hits = np.flatnonzero(inside & (starts >= eot))
@@ -256,12 +273,33 @@ class ChatRenderer:
 
     def render(self, conv: Conversation) -> list[Example]:
         """All examples of one conversation, tokenized and masked."""
-        meta = dict(conv.meta)
-        if conv.source is not None:
-            meta.setdefault("source", f"{conv.source.path}:{conv.source.line}")
-        examples = [self.tokenize_plan(p, meta) for p in self.plan(conv)]
-        for ex in examples:
-            if ex.n_trained == 0:
-                raise RecordError("no_trainable_tokens", f"{conv.label}: the example has no trained token",
-                                  fix="check the template and the train flags")
-        return examples
+        result = self.render_batch([conv])[0]
+        if isinstance(result, RecordError):
+            raise result
+        return result
+
+    def render_batch(self, convs: list[Conversation]) -> list[list[Example] | RecordError]:
+        """Render many conversations, tokenizing them together; a bad one yields its RecordError in place."""
+        planned: list[list[_Plan] | RecordError] = []
+        for conv in convs:
+            try:
+                planned.append(self.plan(conv))
+            except RecordError as err:
+                planned.append(err)
+        flat = [p for ps in planned if not isinstance(ps, RecordError) for p in ps]
+        encoded = iter(self._encode_plans(flat))
+        results: list[list[Example] | RecordError] = []
+        for conv, plans in zip(convs, planned):
+            if isinstance(plans, RecordError):
+                results.append(plans)
+                continue
+            meta = dict(conv.meta)
+            if conv.source is not None:
+                meta.setdefault("source", f"{conv.source.path}:{conv.source.line}")
+            examples = [self.tokenize_plan(p, meta, next(encoded)) for p in plans]
+            if any(ex.n_trained == 0 for ex in examples):
+                results.append(RecordError("no_trainable_tokens", f"{conv.label}: an example has no trained token",
+                                           fix="check the template and the train flags"))
+            else:
+                results.append(examples)
+        return results

@@ -1,0 +1,88 @@
+"""The real `sftpipe` entry point, end to end, on the shipped sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "support_sample.jsonl"
+BAD = ROOT / "tests" / "assets" / "data" / "mixed_bad.jsonl"
+
+
+def sftpipe(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sftpipe.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_every_verb_has_help():
+    out = sftpipe("--help")
+    assert out.returncode == 0
+    verbs = [v for v in ("render", "inspect") if v in out.stdout]
+    assert verbs == ["render", "inspect"]
+    for verb in verbs:
+        res = sftpipe(verb, "--help")
+        assert res.returncode == 0 and "--config" in res.stdout and "--set" in res.stdout
+
+
+def test_render_writes_rows_reports_and_parity(tmp_path):
+    out = tmp_path / "r.jsonl"
+    res = sftpipe("render", "--input", SAMPLE, "--output", out, "--max-length", 512)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    lines = SAMPLE.read_text().splitlines()
+    assert len(rows) == len(lines)
+    for row in rows:
+        assert len(row["input_ids"]) == len(row["labels"]) <= 512
+        assert any(x != -100 for x in row["labels"]) and row["labels"][0] == -100
+    report = json.loads((tmp_path / "r.mask_report.json").read_text())
+    assert report["records_in"] == report["records_rendered"] == len(lines)
+    assert report["mask"]["eot_coverage"] == 1.0
+    parity = json.loads((tmp_path / "r.parity.json").read_text())
+    assert parity["examples_checked"] == len(rows) and parity["text_mismatches"] == parity["token_mismatches"] == 0
+    assert "chat_template" in json.loads((tmp_path / "r.tokenizer" / "tokenizer_config.json").read_text())
+
+
+def test_bad_input_fails_fast_with_one_line(tmp_path):
+    res = sftpipe("render", "--input", BAD, "--output", tmp_path / "x.jsonl")
+    assert res.returncode == 1
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {BAD}:") and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_skip_mode_accounts_for_every_record(tmp_path):
+    res = sftpipe("render", "--input", BAD, "--output", tmp_path / "x.jsonl", "--on-error", "skip")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "x.mask_report.json").read_text())
+    rejects = [json.loads(x) for x in (tmp_path / "x.rejects.jsonl").read_text().splitlines()]
+    assert report["records_in"] == report["records_rendered"] + report["records_rejected"]
+    assert len(rejects) == report["records_rejected"] > 0
+    assert all(r["reason"] and r["line"] for r in rejects)
+
+
+def test_config_errors_are_all_reported_at_once(tmp_path):
+    cfg = tmp_path / "sftpipe.yaml"
+    cfg.write_text("model: smollm2-135m-instruct\nrender: {max_length: 4, train_on: first, colour: red}\nextra: 1\n")
+    res = sftpipe("render", "-c", cfg, "--set", "data.format=xml")
+    assert res.returncode == 2
+    for needle in ("render.max_length", "render.train_on", "'all_assistant' or 'last_assistant'",
+                   "render.colour: unknown key (allowed: max_length", "extra: unknown key", "data.format"):
+        assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_inspect_highlights_one_example():
+    res = sftpipe("inspect", "--input", SAMPLE, "--index", 2)
+    assert res.returncode == 0, res.stderr
+    assert "end-of-turn trained for 1/1 replies" in res.stdout  # message 2 of that record has train: false
+
+
+@pytest.mark.parametrize("ref", ["meta-llama/Llama-3.1-8B-Instruct", "/no/such/folder"])
+def test_hub_ids_give_a_clear_offline_error(ref, tmp_path):
+    res = sftpipe("render", "--input", SAMPLE, "--output", tmp_path / "x.jsonl", "--model", ref)
+    assert res.returncode == 1 and "offline" in res.stderr and "fix:" in res.stderr

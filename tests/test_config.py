@@ -1,0 +1,49 @@
+"""Config: sections, shorthands, overrides, and every error reported at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from sftpipe.config import load_config, parse_overrides
+from sftpipe.errors import ConfigError
+
+
+def test_defaults_and_shorthands(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: ./my-model\ntemplate: chatml\ndata: {train: a.jsonl}\n")
+    cfg = load_config(p)
+    assert cfg.model.name == "./my-model" and cfg.template.name == "chatml"
+    assert cfg.data.train == ["a.jsonl"] and cfg.render.max_length == 2048
+
+
+def test_set_overrides_win_over_file_and_flags_win_over_set(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("render: {max_length: 1024}\n")
+    cfg = load_config(p, ["render.max_length=512", "render.train_on=last_assistant"])
+    assert cfg.render.max_length == 512 and cfg.render.train_on == "last_assistant"
+    cfg = load_config(p, ["render.max_length=512"], flags={"render.max_length": 256, "model.name": None})
+    assert cfg.render.max_length == 256 and cfg.model.name == "smollm2-135m-instruct"
+
+
+def test_all_errors_at_once_with_paths_and_allowed_values(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("render: {max_length: 1, truncation: chop, bogus: 1}\ndata: {on_error: ignore}\nnope: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    problems = info.value.problems
+    assert len(problems) == 5
+    text = "\n".join(problems)
+    assert "render.max_length" in text and "render.truncation" in text and "'drop_oldest_turns'" in text
+    assert "render.bogus: unknown key (allowed: max_length, train_on, truncation" in text
+    assert "data.on_error" in text and "nope: unknown key" in text
+
+
+def test_bad_yaml_and_bad_override_are_config_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("render: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["render.max_length"])
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
