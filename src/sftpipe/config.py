@@ -55,7 +55,6 @@ class RenderConfig(Section):
     max_length: int = Field(2048, ge=16)
     train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     truncation: Literal["drop", "drop_oldest_turns", "truncate"] = "drop"
-    batching: Literal["auto", "packed", "padded"] = "auto"
     overflow: Literal["error", "drop", "truncate"] = "drop"
 
 

@@ -46,11 +46,12 @@ def example_row(ex: Example) -> dict[str, Any]:
     return {**meta, "input_ids": ex.input_ids, "labels": ex.labels, "text": ex.text}
 
 
-def packing_report(examples: list[Example], max_length: int, batch_size: int = 8) -> dict[str, Any]:
+def packing_report(examples: list[Example], max_length: int, overflow: str = "drop", batch_size: int = 8
+                   ) -> dict[str, Any]:
     """Efficiency of both batching strategies on these examples (real tokens / token slots)."""
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
-    _, packed = pack(rows, max_length, overflow="drop")
-    _, padded = group_by_length(rows, batch_size=batch_size, max_length=max_length)
+    _, packed = pack(rows, max_length, overflow=overflow)
+    _, padded = group_by_length(rows, batch_size=batch_size, max_length=max_length, overflow=overflow)
     return {"packed": vars(packed), "padded": vars(padded)}
 
 
@@ -77,7 +78,7 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
     parity = check_parity(tok_dir, examples)
     parity_path = output.with_name(f"{stem}.parity.json")
     write_json(parity_path, parity)
-    packing = packing_report(examples, cfg.render.max_length)
+    packing = packing_report(examples, cfg.render.max_length, cfg.render.overflow)
     report = {"records_in": read.n_in, "records_rendered": mask.conversations_kept,
               "records_rejected": len(all_rejects), "template": {"name": renderer.template.name,
                                                                  "sha256": renderer.template.sha256},
