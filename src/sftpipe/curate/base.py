@@ -1,0 +1,163 @@
+"""What every curate stage shares: the `Drop` record, the per-record stage base, text keys and the content hash.
+
+A stage is an object with `name`, `stats` (extra counters for the report) and
+`apply(convs, pool=None) -> (kept, dropped)`; records in = kept + dropped. Per-record stages subclass
+`RecordStage` and only write `process`; they are pure per record, so they can run on any shard in any worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..conversation import Conversation, Source
+
+CHUNK = 256  # records per worker task
+
+
+@dataclass
+class Drop:
+    """A rejected record: the stage and reason that dropped it, plus details (e.g. the id it duplicates)."""
+
+    conversation: Conversation | None
+    stage: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    source: Source | None = None  # for records that never became a Conversation (parse errors)
+    raw: Any = None  # the raw record or line text of such records
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON line written to rejected.jsonl."""
+        src = self.source or (self.conversation.source if self.conversation else None)
+        record = self.conversation.to_record() if self.conversation is not None else self.raw
+        return {"stage": self.stage, "reason": self.reason, "details": self.details,
+                "source": {"path": src.path, "line": src.line} if src else None, "record": record}
+
+
+Outcome = tuple["Conversation | Drop", "dict[str, int] | None"]
+
+
+class RecordStage:
+    """Base for stages that judge or rewrite one record at a time; subclasses implement `process`."""
+
+    name = "stage"
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.stats: Counter = Counter()
+
+    def process(self, conv: Conversation) -> Outcome:
+        """Return (the kept, possibly modified, conversation or a Drop, extra counters or None)."""
+        raise NotImplementedError
+
+    def safe_process(self, conv: Conversation) -> Outcome:
+        """`process`, but an unexpected exception drops the record with reason `error` (unless strict)."""
+        try:
+            return self.process(conv)
+        except Exception as e:  # one bad record must not stop a run
+            if self.strict:
+                raise
+            return Drop(conv, self.name, "error", {"error": f"{type(e).__name__}: {e}"}), None
+
+    def apply(self, convs: Sequence[Conversation], pool=None, progress=None) -> tuple[list, list[Drop]]:
+        """Run `process` over `convs` (in a worker pool if given), in input order."""
+        kept: list[Conversation] = []
+        dropped: list[Drop] = []
+        for out, extra in map_records(self, convs, pool, progress):
+            if extra:
+                self.stats.update(extra)
+            (dropped if isinstance(out, Drop) else kept).append(out)
+        return kept, dropped
+
+
+def _run_chunk(stage: RecordStage, chunk: list[Conversation]) -> list[Outcome]:
+    return [stage.safe_process(c) for c in chunk]
+
+
+def map_records(stage: RecordStage, convs: Sequence[Conversation], pool=None, progress=None) -> list[Outcome]:
+    """`stage.safe_process` over `convs`, in order; chunks go to `pool` (a ProcessPoolExecutor) when given."""
+    chunks = [list(convs[i:i + CHUNK]) for i in range(0, len(convs), CHUNK)]
+    results: list[Outcome] = []
+    if pool is None or len(chunks) < 2:
+        for chunk in chunks:
+            results.extend(_run_chunk(stage, chunk))
+            if progress:
+                progress(len(chunk))
+        return results
+    for chunk, outs in zip(chunks, pool.map(_run_chunk, [stage] * len(chunks), chunks)):
+        results.extend(outs)
+        if progress:
+            progress(len(chunk))
+    return results
+
+
+_WS = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+# ASCII fast path of _PUNCT: punctuation except "_" (a word character) and the control characters that are not space
+_ASCII_DROP = {ord(c): None for c in string.punctuation if c != "_"} | \
+    {i: None for i in [*range(0, 9), *range(14, 28), 127]}
+
+
+def norm_text(text: str) -> str:
+    """Casefold, drop punctuation, collapse whitespace: the form that dedup and n-gram matching compare.
+
+    >>> norm_text("Where's  my ORDER?\\n")
+    'wheres my order'
+    """
+    text = text.casefold()
+    if text.isascii():  # same result, several times faster
+        return " ".join(text.translate(_ASCII_DROP).split())
+    return _WS.sub(" ", _PUNCT.sub("", text)).strip()
+
+
+def key_text(conv: Conversation, key: str) -> str:
+    """The text a record is compared on: its user turns (`prompt`) or every message (`conversation`).
+
+    >>> from sftpipe.conversation import Message
+    >>> key_text(Conversation([Message("user", "Hi"), Message("assistant", "Hello")]), "prompt")
+    'Hi'
+    """
+    if key == "prompt":
+        msgs = [m for m in conv.messages if m.role == "user"]
+    elif key == "conversation":
+        msgs = conv.messages
+    else:
+        raise ValueError(f"unknown key {key!r} (allowed: prompt, conversation)")
+    return "\n".join(f"{m.role}: {m.content}" if key == "conversation" else m.content for m in msgs)
+
+
+def record_id(conv: Conversation, fallback: int | None = None) -> Any:
+    """The record's `id` field, else its file:line, else the fallback position."""
+    if "id" in conv.meta:
+        return conv.meta["id"]
+    if conv.source is not None:
+        return f"{conv.source.path}:{conv.source.line}"
+    return fallback
+
+
+def canonical_line(record: dict) -> bytes:
+    """One record as canonical JSON (sorted keys, no spaces, UTF-8, non-ASCII kept) plus a newline.
+
+    >>> canonical_line({"b": 1, "a": "é"})
+    b'{"a":"\\xc3\\xa9","b":1}\\n'
+    """
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+HASH_DEFINITION = ("sha256 over the file's records in file order, each serialized as canonical JSON "
+                   "(json.dumps with sort_keys=True, ensure_ascii=False, separators=(',', ':')), UTF-8, "
+                   "followed by one newline; independent of how the file itself is formatted")
+
+
+def content_hash(records: Iterable[dict]) -> str:
+    """The content hash of a list of records (see HASH_DEFINITION)."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(canonical_line(r))
+    return h.hexdigest()

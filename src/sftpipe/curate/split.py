@@ -1,0 +1,99 @@
+"""split: a seeded, stratified held-out split in which near-duplicates never straddle two splits.
+
+Records are first tied into groups: MinHash LSH (rensa) on the prompt links any two records whose shingle
+Jaccard similarity is at least `group_threshold` (lower than the dedup threshold, so the near-duplicates that
+dedup kept are caught too), and linked records form one group (union-find). Each group takes the stratum
+(`by` field) of its first record. Within each stratum, groups are shuffled with the seed and each goes to the
+split furthest below its target count. Nothing is dropped here; each split keeps input order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from typing import Any
+
+from ..conversation import Conversation
+from .base import Drop, key_text
+from .config import SplitConfig
+from .dedup import NearIndex, shingles
+
+MISSING = "(none)"
+
+
+def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle: int = 5, seed: int = 0) -> list[int]:
+    """A group number per text: texts linked by MinHash similarity >= threshold share one (union-find).
+
+    >>> near_groups(["where is my order 1 please help", "where is my order 2 please help", "refund"], 0.3, shingle=2)
+    [0, 0, 2]
+    """
+    parent = list(range(len(texts)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in NearIndex(threshold, num_perm, shingle, "word", seed).link(texts):
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    return [find(i) for i in range(len(texts))]
+
+
+def stratum(conv: Conversation, field: str | None) -> str:
+    """The record's stratum: the string value of `field` in its meta, or "(none)"."""
+    value = conv.meta.get(field) if field else None
+    return MISSING if value is None else str(value)
+
+
+class Split:
+    """Assign every record to one split (train, eval, ...); `assign` returns split name -> records."""
+
+    name = "split"
+
+    def __init__(self, cfg: SplitConfig, strict: bool = False):
+        self.cfg, self.strict = cfg, strict
+        self.stats: dict[str, Any] = {}
+
+    def assign(self, convs: list[Conversation]) -> dict[str, list[Conversation]]:
+        ratios = self.cfg.ratios()
+        texts = [key_text(c, "prompt") or key_text(c, "conversation") for c in convs]
+        if not any(shingles(t, 5) for t in texts):
+            groups = list(range(len(convs)))
+        else:
+            groups = near_groups(texts, self.cfg.group_threshold, seed=self.cfg.seed)
+        members: dict[int, list[int]] = defaultdict(list)
+        for i, g in enumerate(groups):
+            members[g].append(i)
+        by_stratum: dict[str, list[int]] = defaultdict(list)
+        for g in sorted(members):
+            by_stratum[stratum(convs[members[g][0]], self.cfg.by)].append(g)
+        rng = random.Random(self.cfg.seed)
+        where: dict[int, str] = {}
+        per_stratum: dict[str, dict[str, int]] = {}
+        for s in sorted(by_stratum):
+            gs = by_stratum[s]
+            rng.shuffle(gs)
+            size = sum(len(members[g]) for g in gs)
+            count = Counter({name: 0 for name in ratios})
+            for g in gs:
+                name = max(ratios, key=lambda n: (ratios[n] * size - count[n], n != "train"))
+                count[name] += len(members[g])
+                for i in members[g]:
+                    where[i] = name
+            per_stratum[s] = dict(count)
+        out: dict[str, list[Conversation]] = {name: [] for name in ratios}
+        for i, conv in enumerate(convs):
+            out[where[i]].append(conv)
+        self.stats.update({"groups": len(members), "grouped_records": sum(len(m) for m in members.values()
+                                                                          if len(m) > 1),
+                           "per_stratum": per_stratum, "sizes": {k: len(v) for k, v in out.items()}})
+        return out
+
+    def apply(self, convs: list[Conversation], pool=None, progress=None) -> tuple[list[Conversation], list[Drop]]:
+        """Split keeps every record; see `assign` for the assignment."""
+        self.assignment = self.assign(convs)
+        if progress:
+            progress(len(convs))
+        return list(convs), []
