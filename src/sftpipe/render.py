@@ -15,9 +15,12 @@ Control-token strings inside content are encoded as plain text, exactly as trans
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+from transformers.utils.chat_template_utils import _CONTROL_TOKEN_END as _MARK_END
+from transformers.utils.chat_template_utils import _CONTROL_TOKEN_START as _MARK_START
 from transformers.utils.chat_template_utils import (
     _compile_jinja_template,
     _get_control_token_patterns,
@@ -46,9 +49,9 @@ class Example:
     boundary_tokens: int = 0
     escaped_control: bool = False
 
-    @property
+    @cached_property
     def n_trained(self) -> int:
-        return sum(1 for x in self.labels if x != -100)
+        return len(self.labels) - self.labels.count(-100)
 
     @property
     def eot_trained(self) -> int:
@@ -96,6 +99,8 @@ class ChatRenderer:
         self._control_re, self._markers_re = _get_control_token_patterns(tuple(tokenizer.added_tokens_encoder))
         self._eot_re, _ = _get_control_token_patterns(tuple(control))
         self._newline_ids = tokenizer.encode("\n", add_special_tokens=False)
+        # (role before a reply) -> (header after the serving prompt, closing through end-of-turn, eot length)
+        self._shapes: dict[str | None, tuple[str, str, int]] = {}
         probe = [{"role": "user", "content": "hi"}]
         # Templates like Mistral's need no generation prompt ("[/INST]" ends the user turn); then nothing may stand
         # between the prompt and the reply, or the model would be trained to write its own role header.
@@ -126,6 +131,24 @@ class ChatRenderer:
             pass
         return text[last.end():] if last else text
 
+    @staticmethod
+    def _shape_key(msgs: list[dict], i: int) -> str | None:
+        return msgs[i - 1]["role"] if i else None
+
+    def _known_turn(self, msgs: list[dict], i: int, full: str) -> _Turn | None:
+        """Fast path: one render instead of three, when the full render literally holds the serving prompt
+        followed by the header, content and end-of-turn text a previous probe of this template found."""
+        shape = self._shapes.get(self._shape_key(msgs, i))
+        if shape is None:
+            return None
+        header, closing, eot_len = shape
+        prompt = self.render_text(msgs[:i], add_generation_prompt=True)
+        reply = header + msgs[i]["content"] + closing
+        if not (full.startswith(prompt) and full.startswith(reply, len(prompt))):
+            return None
+        end = len(prompt) + len(reply)
+        return _Turn(i, full, len(prompt), end, end - eot_len, serving=False)
+
     def _turn(self, msgs: list[dict], i: int) -> _Turn:
         """Where assistant message i's generated text lies, rendered as history and as a serving reply."""
         name = self.template.name
@@ -152,6 +175,8 @@ class ChatRenderer:
                                     f"{header!r} is not in the serving prompt and would be trained; fix: add an "
                                     "add_generation_prompt branch that writes the assistant header")
             eot = len(upto) - len(closing) + match.start()
+            if reply == msgs[i]["content"]:
+                self._shapes[self._shape_key(msgs, i)] = (header, closing[: match.end()], len(match.group()))
             return _Turn(i, upto, len(prompt), eot + len(match.group()), eot, serving=False)
         lead = self._tail(head)
         if not lead.startswith(self._tail(prompt)):
@@ -175,7 +200,7 @@ class ChatRenderer:
                               f"{self.train_on}, per-message train flags)", field="train",
                               fix="set train: true on an assistant message or drop the record")
         full = self.render_text(msgs)
-        turns = [self._turn(msgs, i) for i in trained]
+        turns = [self._known_turn(msgs, i, full) or self._turn(msgs, i) for i in trained]
         if all(not t.serving and full.startswith(t.text[: t.end]) for t in turns):
             return [_Plan(full, [(t.start, t.end, t.eot) for t in turns], msgs)]
         return [_Plan(t.text, [(t.start, t.end, t.eot)], msgs[: t.index + 1], turn=t.index,
@@ -188,10 +213,10 @@ class ChatRenderer:
 
         Matches `apply_chat_template(..., tokenize=True, sanitize_control_tokens=True)` token for token.
         """
-        marked = mark_control_tokens(messages, self._control_re)
-        if marked == messages:
+        if not self._needs_marking(messages):
             enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             return list(enc["input_ids"]), np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2), False
+        marked = mark_control_tokens(messages, self._control_re)
         pieces = self._markers_re.split(self.render_text(marked, add_generation_prompt=add_generation_prompt))
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
@@ -239,22 +264,59 @@ class ChatRenderer:
             cursor += len(piece)
         return ids, np.asarray(offsets_list, dtype=np.int64).reshape(-1, 2), escaped
 
+    def _needs_marking(self, obj: Any) -> bool:
+        """True if any string in `obj` holds a control token or a marker (what mark_control_tokens rewrites)."""
+        if isinstance(obj, str):
+            return bool(self._control_re.search(obj)) or _MARK_START in obj or _MARK_END in obj
+        if isinstance(obj, dict):
+            return any(self._needs_marking(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return any(self._needs_marking(v) for v in obj)
+        return False
+
     def _encode_plans(self, plans: list[_Plan]) -> list[tuple[list[int], np.ndarray, bool]]:
         """Encode many plans; plain renders (the common case) go through the fast tokenizer in one batch."""
-        plain = [k for k, p in enumerate(plans) if p.prompt_chars is None
-                 and mark_control_tokens(p.messages, self._control_re) == p.messages]
+        plain = [k for k, p in enumerate(plans) if p.prompt_chars is None and not self._needs_marking(p.messages)]
         out: list[Any] = [None] * len(plans)
         if plain:
-            enc = self.tokenizer([plans[k].text for k in plain], add_special_tokens=False,
-                                 return_offsets_mapping=True)
-            for j, k in enumerate(plain):
-                out[k] = (list(enc["input_ids"][j]),
-                          np.asarray(enc["offset_mapping"][j], dtype=np.int64).reshape(-1, 2), False)
+            backend = self.tokenizer.backend_tokenizer  # the Rust tokenizer: what tokenizer(text) runs, in bulk
+            backend.encode_special_tokens = False
+            encodings = backend.encode_batch([plans[k].text for k in plain], add_special_tokens=False)
+            for enc, k in zip(encodings, plain):
+                out[k] = enc
         return [o if o is not None else self._encode_plan(p) for o, p in zip(out, plans)]
+
+    @staticmethod
+    def _labels_by_lookup(enc, spans) -> tuple[list[int], list[int], int] | None:
+        """Labels from a tokenizers `Encoding` by looking up each span's first and end-of-turn token (no per-token
+        offset scan); None if a span edge falls on a char no token covers (then the offset scan decides)."""
+        ids, offsets = enc.ids, enc.offsets
+        labels = [-100] * len(ids)
+        eot_positions, boundary = [], 0
+        for start, end, eot in spans:
+            first, eot_tok, last = enc.char_to_token(start), enc.char_to_token(eot), enc.char_to_token(end - 1)
+            if first is None or eot_tok is None or last is None or offsets[last][1] != end:
+                return None
+            if offsets[first][0] < start:  # a token straddling the prompt/reply edge is not trained
+                boundary += 1
+                first += 1
+            labels[first: last + 1] = ids[first: last + 1]
+            eot_positions.append(eot_tok)
+        return labels, eot_positions, boundary
 
     def tokenize_plan(self, plan: _Plan, meta: dict[str, Any], encoded=None) -> Example:
         """Tokenize one plan (unless `encoded` is given) and derive its labels from the trained char spans."""
-        ids, offsets, escaped = encoded or self._encode_plan(plan)
+        encoded = encoded or self._encode_plan(plan)
+        if plan.turn is not None:
+            meta = {**meta, "turn": plan.turn}
+        fast = None if isinstance(encoded, tuple) else self._labels_by_lookup(encoded, plan.spans)
+        if fast is not None:
+            labels_list, eot_positions, boundary = fast
+            return Example(encoded.ids, labels_list, plan.text, plan.messages, meta, prompt_chars=plan.prompt_chars,
+                           trained_messages=len(plan.spans), eot_positions=eot_positions, boundary_tokens=boundary)
+        if not isinstance(encoded, tuple):
+            encoded = (encoded.ids, np.asarray(encoded.offsets, dtype=np.int64).reshape(-1, 2), False)
+        ids, offsets, escaped = encoded
         labels = np.full(len(ids), -100, dtype=np.int64)
         starts, ends = offsets[:, 0], offsets[:, 1]
         boundary = 0
@@ -265,8 +327,6 @@ class ChatRenderer:
             boundary += int(np.sum((starts < end) & (ends > start) & ~inside))
             hits = np.flatnonzero(inside & (starts >= eot))
             eot_positions.append(int(hits[0]) if len(hits) else -1)
-        if plan.turn is not None:
-            meta = {**meta, "turn": plan.turn}
         return Example(ids, labels.tolist(), plan.text, plan.messages, meta, prompt_chars=plan.prompt_chars,
                        trained_messages=len(plan.spans),
                        eot_positions=eot_positions, boundary_tokens=boundary, escaped_control=escaped)
