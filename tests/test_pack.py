@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sftpipe.pack
-from sftpipe.pack import IGNORE_INDEX, apply_overflow, best_fit_decreasing, group_by_length, pack
+from sftpipe.pack import (IGNORE_INDEX, apply_overflow, best_fit_decreasing, group_by_length, min_slack_decreasing,
+                          pack)
 
 
 def optimal_bins(lengths, capacity):
@@ -77,6 +78,28 @@ def test_bfd_efficiency_on_realistic_lengths():
     efficiency = sum(lengths) / (len(bins) * 2048)
     assert efficiency >= 0.99, efficiency
     assert len(bins) >= math.ceil(sum(lengths) / 2048)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 60).flatmap(lambda cap: st.tuples(st.just(cap), st.lists(st.integers(1, cap), max_size=80))))
+def test_min_slack_places_every_index_once_within_capacity(case):
+    capacity, lengths = case
+    bins = min_slack_decreasing(lengths, capacity, window=8)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= capacity for b in bins)
+
+
+def test_min_slack_closes_the_gaps_bfd_leaves_on_mid_sized_items():
+    # multi-turn support conversations: 140-850 tokens, so most BFD bins end with a gap smaller than any item
+    rng = np.random.default_rng(1)
+    lengths = np.clip(np.round(rng.normal(380, 120, 2000)), 140, 850).astype(int).tolist()
+    lower_bound = math.ceil(sum(lengths) / 2048)
+    bfd, ms = best_fit_decreasing(lengths, 2048), min_slack_decreasing(lengths, 2048)
+    assert sum(lengths) / (len(bfd) * 2048) < 0.99  # the case this strategy exists for
+    assert len(ms) < len(bfd) and sum(lengths) / (len(ms) * 2048) >= 0.99
+    assert len(ms) >= lower_bound
+    _, report = pack([{"input_ids": [1] * n, "labels": [1] * n} for n in lengths], 2048)
+    assert report.strategy == "min_slack" and report.packs_or_batches == len(ms)
 
 
 def test_bfd_rejects_items_longer_than_capacity():
