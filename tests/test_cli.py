@@ -86,3 +86,15 @@ def test_inspect_highlights_one_example():
 def test_hub_ids_give_a_clear_offline_error(ref, tmp_path):
     res = sftpipe("render", "--input", SAMPLE, "--output", tmp_path / "x.jsonl", "--model", ref)
     assert res.returncode == 1 and "offline" in res.stderr and "fix:" in res.stderr
+
+
+def test_render_writes_parquet(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "r.parquet"
+    res = sftpipe("render", "--input", SAMPLE, "--output", out, "--template", "chatml", "--train-on", "last_assistant")
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == len(SAMPLE.read_text().splitlines())
+    assert all(len(r["input_ids"]) == len(r["labels"]) for r in table) and "id" in table[0]
+    assert json.loads((tmp_path / "r.parity.json").read_text())["token_mismatches"] == 0
