@@ -59,6 +59,100 @@ def inspect(config: Config = None, set: Sets = None, model: Model = None, tokeni
     run(cfg, index)
 
 
+@app.command("eval")
+def eval_(config: Config = None, set: Sets = None,
+          run: Annotated[Optional[Path], typer.Option("--run", help="Run folder (default: runs/<name>).")] = None,
+          against: Annotated[Optional[str], typer.Option(
+              "--against", help="Baseline: a run, a checkpoint folder or a model (default: the run's base).")] = None,
+          select: Annotated[bool, typer.Option("--select", help="Score every saved checkpoint; pick the best.")] = False,
+          judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="OpenAI-compatible base URL; "
+                                                           "enables the judge (eval.judge.url).")] = None,
+          judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="eval.judge.model.")] = None,
+          max_new_tokens: Annotated[Optional[int], typer.Option(
+              "--max-new-tokens", help="eval.generation.max_new_tokens.")] = None) -> None:
+    """Evaluate a run against its base model (or --against): loss, generation checks, judge, regression."""
+    from .evaluate.report import print_summary
+    from .evaluate.stage import default_run_dir, run as run_eval
+
+    cfg = _config(config, set, **{"eval.judge.url": judge_url, "eval.judge.model": judge_model,
+                                  "eval.judge.enabled": True if judge_url else None,
+                                  "eval.generation.max_new_tokens": max_new_tokens})
+    print_summary(run_eval(cfg, run or default_run_dir(cfg), against=against, select=select,
+                           log=lambda msg: typer.echo(f"[eval] {msg}", err=True)))
+
+
+@app.command()
+def curate(config: Config = None, set: Sets = None,
+           input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Raw export JSONL/Parquet "
+                                                              "(curate.inputs).")] = None,
+           out: Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder (curate.out_dir).")] = None,
+           format: Format = None) -> None:
+    """Curate raw exports: normalize, PII, dedup, filters, policy, decontaminate, quality, mix, split."""
+    from .stages.curate import print_summary, run
+
+    cfg = _config(config, set, **{"curate.inputs": input, "curate.out_dir": out, "curate.format": format})
+    print_summary(run(cfg))
+
+
+@app.command()
+def train(config: Config = None, set: Sets = None, model: Model = None, template: TemplateOpt = None,
+          input: Inputs = None,
+          eval_input: Annotated[Optional[list[str]], typer.Option("--eval", help="Held-out JSONL/Parquet "
+                                                                  "(data.eval).")] = None,
+          mode: Annotated[Optional[str], typer.Option("--mode", help="lora | qlora | full (train.mode).")] = None,
+          name: Annotated[Optional[str], typer.Option("--name", help="Run name: runs/<name> (name).")] = None,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")]
+          = False) -> None:
+    """Fine-tune (LoRA / QLoRA / full) on the rendered data; writes runs/<name>/. Works under torchrun."""
+    from .train.sft import print_summary, run
+
+    cfg = _config(config, set, **{"model.name": model, "template.name": template, "data.train": input,
+                                  "data.eval": eval_input, "train.mode": mode, "name": name})
+    result = run(cfg, resume=resume)
+    if result.world_size == 1 or os.environ.get("RANK", "0") == "0":
+        print_summary(result)
+
+
+@app.command()
+def merge(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) with a LoRA adapter.")],
+          output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default: <run>/merged.")] = None,
+          checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="checkpoint-<step> instead of "
+                                                           "the final adapter.")] = None,
+          overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False) -> None:
+    """Merge a run's LoRA adapter into its base weights: safetensors that plain transformers loads."""
+    from .train.merge import merge_run
+
+    res = merge_run(run_dir, output, checkpoint=checkpoint, overwrite=overwrite)
+    typer.echo(f"merged {res.run_dir}{' ' + res.checkpoint if res.checkpoint else ''} into {res.base_model}: "
+               f"{res.parameters:,} parameters -> {res.output}")
+
+
+demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
+app.add_typer(demo_app, name="demo")
+Size = Annotated[str, typer.Option("--size", help="tiny | small | default (2,400 raw threads).")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Project folder to write (data, curated, runs).")]
+Seed = Annotated[int, typer.Option("--seed", help="Generator seed.")]
+
+
+@demo_app.callback(invoke_without_command=True)
+def demo(ctx: typer.Context, size: Size = "default", out: Out = Path("demo-out"), seed: Seed = 0,
+         set: Sets = None) -> None:
+    """Run the whole Harbor demo in OUT on the embedded default model (SmolLM2-135M-Instruct)."""
+    if ctx.invoked_subcommand is None:
+        from .demo.run import run
+
+        run(out, size=size, seed=seed, sets=set)
+
+
+@demo_app.command("generate")
+def demo_generate(size: Size = "default", out: Out = Path("demo-out/data"), seed: Seed = 0) -> None:
+    """Only write the synthetic Harbor export, general set, eval sets and policy files."""
+    from .demo.generate import generate
+
+    result = generate(out, size=size, seed=seed)
+    typer.echo("\n".join(f"{path}  ({result.counts.get(key, '')} lines)" for key, path in result.files.items()))
+
+
 def main() -> None:
     """Entry point: run the app; known errors print one line (no traceback) and exit non-zero."""
     try:

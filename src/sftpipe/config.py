@@ -11,7 +11,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .curate.config import CurateConfig
 from .errors import ConfigError
+from .evaluate.config import EvalConfig
 
 
 class Section(BaseModel):
@@ -58,6 +60,56 @@ class RenderConfig(Section):
     overflow: Literal["error", "drop", "truncate"] = "drop"
 
 
+class TrainConfig(Section):
+    """SFT (`sftpipe train`): mode, schedule, batching, eval/checkpoints, precision and logging."""
+
+    mode: Literal["lora", "qlora", "full"] = "lora"
+    output_dir: str = "runs"  # the run folder is <output_dir>/<name>
+    overwrite: bool = False  # replace an existing run folder (else: error, or --resume)
+    lr: float | None = Field(None, gt=0)  # default: 2e-4 for lora/qlora, 2e-5 for full
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)  # > 0: stop after this many optimizer steps (overrides epochs)
+    batch_size: int = Field(8, ge=1)  # max rows per device per micro-batch (padded: sequences; packed: packs)
+    max_tokens: int | None = Field(1024, ge=16)  # padded: max token slots (rows x longest) per micro-batch
+    grad_accum: int = Field(8, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    batching: Literal["auto", "packed", "padded"] = "auto"  # auto: packed on GPU, length-grouped padded on CPU
+    loss_positions: Literal["trained", "all"] = "trained"  # lm_head + loss only where labels are trained
+    eval_steps: int = Field(50, ge=1)
+    save_steps: int | None = Field(None, ge=1)  # default: eval_steps
+    save_total_limit: int | None = Field(3, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)  # evals without improvement before stopping
+    logging_steps: int = Field(1, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    fsdp: str = ""  # e.g. "full_shard auto_wrap" (transformers TrainingArguments.fsdp); multi-GPU only
+    fsdp_config: dict[str, Any] = Field(default_factory=dict)
+    dataloader_workers: int = Field(0, ge=0)
+    parity_examples: int = Field(1000, ge=0)  # examples checked against the saved tokenizer before training
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_list(cls, v: Any) -> Any:
+        return [] if v in (None, "none") else [v] if isinstance(v, str) else v
+
+
+class LoraConfig(Section):
+    """LoRA adapter shape (train.mode lora/qlora); QLoRA's 4-bit quantization settings."""
+
+    r: int = Field(16, ge=1)
+    alpha: float | None = Field(None, gt=0)  # default: 2 * r
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"  # all attention + MLP projections
+    use_rslora: bool = False
+    quant_type: Literal["nf4", "fp4"] = "nf4"  # qlora only
+    double_quant: bool = True  # qlora only
+
+
 class SftpipeConfig(Section):
     """The whole project config. Each verb reads only its own sections."""
 
@@ -66,6 +118,10 @@ class SftpipeConfig(Section):
     template: TemplateConfig = Field(default_factory=TemplateConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     render: RenderConfig = Field(default_factory=RenderConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,9 @@ import pytest
 
 from sftpipe.conversation import Conversation, Message
 from sftpipe.curate.config import DedupConfig
-from sftpipe.curate.dedup import Dedup, NearIndex, lsh_bands, shingles
+from sftpipe.curate.dedup import Dedup
+from sftpipe.curate.minhash import NearIndex, lsh_bands
+from sftpipe.curate.shingles import shingles
 
 WORDS = ("order refund parcel delivery account card address late missing broken box item size colour courier "
          "tracking email password label return week day store price").split()

@@ -18,7 +18,7 @@ from sftpipe.curate.filters import Filters, boilerplate_phrases, truncation
 from sftpipe.curate.mix import Mix
 from sftpipe.curate.normalize import Normalize, normalize_text
 from sftpipe.curate.quality import Quality, heuristic_score
-from sftpipe.curate.split import Split
+from sftpipe.curate.split import Split, near_groups
 
 GOOD = "Your order HB-100001 ships today and arrives within 2 business days. You will get a tracking email."
 
@@ -221,6 +221,20 @@ def test_near_duplicates_never_straddle_the_split():
     for k in range(10):
         assert len({where[f"f{k}-{j}"] for j in range(3)}) == 1
     assert any(where[f"f{k}-0"] == "eval" for k in range(10)) and any(where[f"f{k}-0"] == "train" for k in range(10))
+
+
+def test_near_groups_join_identical_texts_without_listing_their_pairs(monkeypatch):
+    from sftpipe.curate.minhash import NearIndex
+
+    same = ["Where is my ORDER?", "where is my order", "Where is my order!!"] * 400  # 1,200 identical prompts
+    texts = same + ["", "  ", "where is my order please", "refund for a broken lamp"]
+    indexed = []
+    groups = NearIndex.groups
+    monkeypatch.setattr(NearIndex, "groups", lambda self, t: indexed.extend(t) or groups(self, t))
+    groups = near_groups(texts, 0.5, shingle=2)
+    assert len(indexed) == 5  # one of the identical prompts (their ~700k pairs are never listed), and the rest
+    assert set(groups[:1200]) == {0} and groups[1202] == 0  # the near one joins too
+    assert groups[1200] == 1200 and groups[1201] == 1201 and groups[1203] == 1203  # empty texts stay alone
 
 
 # config ----------------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The `curate:` config section: one small model per stage, each with `enabled` plus its thresholds.
 
-Stages always run in this order (a disabled stage is skipped): normalize -> pii -> dedup -> filters ->
-decontaminate -> quality -> mix -> split. Defaults suit the Harbor Support demo.
+Stages always run in this order (a disabled stage is skipped): normalize -> pii -> dedup -> filters -> policy ->
+decontaminate -> quality -> mix -> split. Defaults suit the Harbor Support demo (policy needs its rules files,
+see configs/harbor-curate.yaml).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
 PiiType = Literal["EMAIL", "PHONE", "CARD", "IP", "PERSON", "ADDRESS", "SSN"]
@@ -77,7 +78,8 @@ class DedupConfig(_Section):
 
 
 class FiltersConfig(_Section):
-    """Per-record filters. Token counts use the tokenizer given to `run_curate`, else ceil(chars / 4)."""
+    """Per-record filters. Token counts use the tokenizer given to `run_curate` (a tokenizer or a model reference;
+    `sftpipe curate` passes the model section's with `curate.tokenizer: model`), else ceil(chars / 4)."""
 
     enabled: bool = True
     empty: bool = True
@@ -97,6 +99,25 @@ class FiltersConfig(_Section):
     def _bounds(self) -> "FiltersConfig":
         if self.min_tokens >= self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) must be below max_tokens ({self.max_tokens})")
+        return self
+
+
+class PolicyConfig(_Section):
+    """Policy checks on replies (sftpipe.curate.policy): rules, a JSON Schema for ```json blocks, facts."""
+
+    enabled: bool = False
+    rules: str | None = None  # rules YAML in the format of sftpipe.evaluate.checks
+    category_field: str = "category"  # dotted path to the record field that selects per-category rules
+    json_schema: str | None = None  # every ```json block in a reply must parse and validate against this file
+    expected_fields: dict[str, str] = Field(default_factory=dict)  # JSON field -> dotted path in the record
+    tolerance: float = Field(0.005, ge=0.0)  # numbers match within this
+    roles: list[Role] = Field(default_factory=lambda: ["assistant"])
+
+    @model_validator(mode="after")
+    def _something(self) -> "PolicyConfig":
+        if self.enabled and not (self.rules or self.json_schema or self.expected_fields):
+            raise ValueError("policy is enabled but checks nothing; fix: set curate.policy.rules, json_schema or "
+                             "expected_fields, or set curate.policy.enabled: false")
         return self
 
 
@@ -186,12 +207,18 @@ class SplitConfig(_Section):
 
 
 class CurateConfig(_Section):
-    """The whole `curate:` section."""
+    """The whole `curate:` section: the raw inputs, where the outputs go, and one sub-section per stage."""
 
+    inputs: list[str] = Field(default_factory=list)  # raw exports (JSONL / Parquet); `--input` on the CLI
+    out_dir: str = "data/curated"  # train.jsonl, eval.jsonl, rejected.jsonl, report.json; `--out` on the CLI
+    format: Literal["auto", "openai", "sharegpt", "alpaca", "prompt_completion"] = "auto"
+    column_map: dict[str, str] = Field(default_factory=dict)
+    tokenizer: Literal["model", "chars"] = "model"  # filters' token counts: the model section's tokenizer or chars/4
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     decontaminate: DecontamConfig = Field(default_factory=DecontamConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
@@ -199,3 +226,8 @@ class CurateConfig(_Section):
     strict: bool = False  # true: the first bad record stops the run
     workers: int = Field(2, ge=1)
     progress: bool = True  # rich progress bars (only shown on a terminal)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v

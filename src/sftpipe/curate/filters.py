@@ -1,7 +1,8 @@
 """filters: per-record checks, each returning (keep, reason, details); the first failing check drops the record.
 
 Reasons: empty_reply, truncated_reply (kind: mid_sentence | unbalanced_code_fence | unbalanced_json),
-too_short / too_long (tokens of all message contents: the given tokenizer, else ceil(chars / 4)),
+too_short / too_long (tokens of all message contents: the given tokenizer, else ceil(chars / 4); a tokenizer given
+as a model reference is loaded once per process, so worker pools get the name, not a pickled tokenizer),
 wrong_language (py3langid), toxic (shipped abuse patterns), boilerplate_opener (stock phrases opening a reply).
 """
 
@@ -91,6 +92,13 @@ def boilerplate_phrases(text: str) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=2)
+def _load_tokenizer(ref: str):
+    from ..models import load_tokenizer
+
+    return load_tokenizer(ref)
+
+
 def count_tokens(texts: list[str], tokenizer=None) -> int:
     """Tokens in `texts`: the tokenizer's count without special tokens, else the estimate ceil(chars / 4)."""
     if tokenizer is None:
@@ -105,7 +113,10 @@ class Filters(RecordStage):
 
     def __init__(self, cfg: FiltersConfig, tokenizer=None, strict: bool = False):
         super().__init__(strict)
-        self.cfg, self.tokenizer = cfg, tokenizer
+        self.cfg, self.tokenizer = cfg, tokenizer  # a tokenizer, a model reference (str) or None
+
+    def _tokenizer(self):
+        return _load_tokenizer(self.tokenizer) if isinstance(self.tokenizer, str) else self.tokenizer
 
     def checks(self, conv: Conversation) -> list:
         c = self.cfg
@@ -138,7 +149,7 @@ class Filters(RecordStage):
         return OK
 
     def check_length(self, conv: Conversation) -> Check:
-        n = count_tokens([m.content for m in conv.messages], self.tokenizer)
+        n = count_tokens([m.content for m in conv.messages], self._tokenizer())
         how = "tokenizer" if self.tokenizer is not None else "chars/4"
         if n < self.cfg.min_tokens:
             return False, "too_short", {"tokens": n, "min_tokens": self.cfg.min_tokens, "counted_by": how}

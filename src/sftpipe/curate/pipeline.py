@@ -1,6 +1,6 @@
 """`sftpipe curate`: read raw exports, run the configured stages in order, write splits, rejects and a report.
 
-Order: read -> normalize -> pii -> dedup -> filters -> decontaminate -> quality -> mix -> split. Outputs in
+Order: read -> normalize -> pii -> dedup -> filters -> policy -> decontaminate -> quality -> mix -> split. Outputs in
 out_dir: one `<split>.jsonl` per split (OpenAI messages records with their extra fields), `rejected.jsonl`
 (every dropped record with stage, reason and details) and `report.json` (counts in/out per stage and reason,
 seconds per stage, stage stats, the content hash of each output and the hash's definition). For every stage,
@@ -31,6 +31,7 @@ from .filters import Filters
 from .mix import Mix
 from .normalize import Normalize
 from .pii import Pii, redact_text
+from .policy import Policy
 from .quality import Quality
 from .split import Split
 
@@ -60,6 +61,8 @@ def build_stages(cfg: CurateConfig, tokenizer=None) -> list:
         stages.append(Dedup(cfg.dedup, s))
     if cfg.filters.enabled:
         stages.append(Filters(cfg.filters, tokenizer, s))
+    if cfg.policy.enabled:
+        stages.append(Policy(cfg.policy, s))
     if cfg.decontaminate.enabled:
         stages.append(Decontaminate(cfg.decontaminate, s))
     if cfg.quality.enabled:
@@ -146,7 +149,8 @@ def _rejected_records(drops: list[Drop], cfg: CurateConfig) -> list[dict]:
 
 def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: str = "auto",
                column_map: dict | None = None, tokenizer=None) -> CurateResult:
-    """Curate `inputs` into `out_dir` as configured; see the module docstring for the outputs."""
+    """Curate `inputs` into `out_dir` as configured; see the module docstring for the outputs. `tokenizer` (a
+    tokenizer or a model reference) counts tokens for the length filter; None estimates ceil(chars / 4)."""
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     stages_report: list[dict] = []

@@ -14,15 +14,17 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from ..conversation import Conversation
-from .base import Drop, key_text
+from .base import Drop, key_text, norm_text
 from .config import SplitConfig
-from .dedup import NearIndex, shingles
+from .minhash import NearIndex
+from .shingles import shingles
 
 MISSING = "(none)"
 
 
 def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle: int = 5, seed: int = 0) -> list[int]:
-    """A group number per text: texts linked by MinHash similarity >= threshold share one (union-find).
+    """A group number per text: texts linked by MinHash similarity >= threshold share one (union-find). Texts
+    that normalize to the same words join at once; only distinct ones go to the index (`NearIndex.groups`).
 
     >>> near_groups(["where is my order 1 please help", "where is my order 2 please help", "refund"], 0.3, shingle=2)
     [0, 0, 2]
@@ -35,9 +37,22 @@ def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle
             i = parent[i]
         return i
 
-    for a, b in NearIndex(threshold, num_perm, shingle, "word", seed).link(texts):
+    def union(a: int, b: int) -> None:
         ra, rb = find(a), find(b)
         parent[max(ra, rb)] = min(ra, rb)
+
+    first: dict[str, int] = {}
+    distinct: list[int] = []
+    for i, text in enumerate(texts):
+        norm = norm_text(text)
+        j = first.setdefault(norm, i) if norm else i  # a text without words is never linked
+        if j == i:
+            distinct.append(i)
+        else:
+            union(j, i)
+    for i, group in zip(distinct, NearIndex(threshold, num_perm, shingle, "word", seed).groups(
+            [texts[i] for i in distinct])):
+        union(distinct[group], i)
     return [find(i) for i in range(len(texts))]
 
 

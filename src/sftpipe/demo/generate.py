@@ -49,7 +49,8 @@ INJECTORS = {
 }
 FILES = {
     "export": "raw/harbor_export.jsonl", "noise_manifest": "raw/noise_manifest.jsonl",
-    "general": "general/general_instructions.jsonl", "compliance": "eval/compliance.jsonl",
+    "general": "general/general_instructions.jsonl", "general_heldout": "general/general_heldout.jsonl",
+    "compliance": "eval/compliance.jsonl",
     "redteam": "eval/redteam.jsonl", **{name: f"policy/{name}" for name in ASSET_NAMES},
 }
 
@@ -179,6 +180,8 @@ def generate(out_dir: Path, *, size: str = "default", seed: int = 0) -> Generate
     rows = {
         "export": records, "noise_manifest": [_manifest(t) for t in threads],
         "general": make_general(stream("general"), round(n * GENERAL_SHARE)),
+        # never mixed into training: the general-capability NLL set for the eval stage's regression check
+        "general_heldout": make_general(stream("general-heldout"), max(20, round(n * GENERAL_SHARE / 4))),
         "compliance": make_compliance(stream("compliance"), EVAL_SIZES[size]),
         "redteam": make_redteam(stream("redteam"), EVAL_SIZES[size]),
     }

@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-ASSET_NAMES = ("policy.md", "refund_offer.schema.json", "rules.yaml")
+ASSET_NAMES = ("policy.md", "refund_offer.schema.json", "rules.yaml", "curate_rules.yaml")
 
 
 def asset_bytes(name: str) -> bytes:
-    """The bytes of one shipped policy asset (`policy.md`, `refund_offer.schema.json` or `rules.yaml`)."""
+    """The bytes of one shipped policy asset (one of ASSET_NAMES)."""
     if name not in ASSET_NAMES:
         raise ValueError(f"unknown demo asset {name!r}; allowed: {', '.join(ASSET_NAMES)}")
     return resources.files("sftpipe.demo").joinpath("assets").joinpath(name).read_bytes()

@@ -1,1 +1,2 @@
-"""Evaluation components: stats, checks, IFEval (model-free); generation, loss and judge build on them."""
+"""Evaluation: model-free parts (stats, checks, IFEval), generation, loss, judge, regression, score, report, and
+the `sftpipe eval` stage (stage.run) that ties them together."""

@@ -131,3 +131,26 @@ def judge_outcome(first: str, second: str) -> float:
     if first == "B" and second == "A":
         return 0.0
     return 0.5
+
+
+def frequency_deciles(counts: dict[str, int], categories: Sequence[str] = ()) -> dict[str, int]:
+    """Decile (1 = most frequent .. 10 = rarest) of each category in the cumulative training-frequency mass.
+
+    Categories are ranked by count (descending, ties by name); a category's decile is the tenth of the
+    cumulative mass in which it starts: 1 + floor(10 * count of all more frequent categories / total).
+    `categories` not in `counts` (never seen in training) go to decile 10.
+
+    >>> frequency_deciles({"a": 50, "b": 30, "c": 15, "d": 5}, ["e"])
+    {'a': 1, 'b': 6, 'c': 9, 'd': 10, 'e': 10}
+    """
+    if any(v < 0 for v in counts.values()):
+        raise ValueError(f"category counts must be >= 0, got {counts}")
+    total = sum(counts.values())
+    out: dict[str, int] = {}
+    before = 0
+    for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        out[name] = min(10, 1 + (10 * before) // total) if total and count else 10
+        before += count
+    for name in categories:
+        out.setdefault(name, 10)
+    return out

@@ -1,0 +1,233 @@
+"""Presentation of eval metrics: report.html with PNG plots next to it, the run.json summary, the model card
+section, and the terminal summary."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+from ..io import atomic_write_bytes, atomic_write_text, write_json
+
+CARD_START, CARD_END = "<!-- sftpipe:eval:start -->", "<!-- sftpipe:eval:end -->"
+COLORS = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(r: dict | None) -> str:
+    if not r or not r.get("n"):
+        return "–"
+    return f"{_pct(r['rate'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] (n={r['n']})"
+
+
+def _png(fig, path: Path) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return f"plots/{path.name}"
+
+
+def _bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: str) -> None:
+    """Grouped bars: one group per x label, one bar per series (missing values are left out)."""
+    width = 0.8 / max(1, len(series))
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i + k * width for i, v in enumerate(values) if v is not None]
+        ax.bar(xs, [v for v in values if v is not None], width, label=name, color=COLORS[k % len(COLORS)])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def make_plots(out_dir: Path, metrics: dict) -> dict[str, str]:
+    """PNG plots under out_dir/plots; returns title -> relative path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots: dict[str, str] = {}
+    folder = out_dir / "plots"
+    models = metrics["models"]
+    names = list(models)
+    comps = sorted({name for m in [*models.values(), *metrics["comparisons"].values()]
+                    for name in m.get("components", {})})
+    if comps:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        series = {n: [(metrics["comparisons"].get(n) or models[n]).get("components", {}).get(c) for c in comps]
+                  for n in names}
+        _bars(ax, comps, series, "score (higher is better)")
+        ax.set_ylim(0, 1.05)
+        plots["Score components"] = _png(fig, folder / "components.png")
+        plt.close(fig)
+    for set_name in metrics["sets"]:
+        losses = {n: models[n]["sets"].get(set_name, {}).get("loss") for n in names}
+        if not any(losses.values()):
+            continue
+        deciles = sorted({d for v in losses.values() if v for d in v["per_decile"]}, key=int)
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        _bars(ax, [f"decile {d}" for d in deciles],
+              {n: [v["per_decile"].get(d, {}).get("loss") if v else None for d in deciles] for n, v in losses.items()},
+              "loss (nats / assistant token)")
+        plots[f"Held-out loss by frequency decile: {set_name}"] = _png(fig, folder / f"loss_decile_{set_name}.png")
+        plt.close(fig)
+    rules = sorted({r for m in models.values() for e in m["sets"].values() if "checks" in e
+                    for r in e["checks"]["policy"]["per_rule"]})
+    if rules:
+        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rules)), 3.5))
+        _bars(ax, rules, {n: [_pooled_rule(models[n], r) for r in rules] for n in names}, "violation rate")
+        plots["Policy violations per rule (all sets)"] = _png(fig, folder / "policy_rules.png")
+        plt.close(fig)
+    judged = {k: c["judge"] for k, c in metrics["comparisons"].items() if c.get("judge", {}).get("n")}
+    if judged:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for i, (k, j) in enumerate(judged.items()):
+            ax.errorbar([i], [j["win_rate"]], yerr=[[j["win_rate"] - j["ci95"][0]], [j["ci95"][1] - j["win_rate"]]],
+                        fmt="o", color=COLORS[1], capsize=4, label="win rate (95% CI)" if i == 0 else None)
+            ax.plot([i + 0.15], [j["length_controlled_win_rate"]], "s", color=COLORS[2],
+                    label="length-controlled" if i == 0 else None)
+        ax.axhline(0.5, color="#999", lw=1, ls="--")
+        ax.set_xticks(range(len(judged)), list(judged))
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("win rate vs baseline")
+        ax.legend(fontsize=8)
+        plots["Judge win rate"] = _png(fig, folder / "win_rate.png")
+        plt.close(fig)
+    sel = metrics.get("selection")
+    if sel and len(sel["scores"]) > 1:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ks = list(sel["scores"])
+        ax.plot(range(len(ks)), [sel["scores"][k] for k in ks], "o-", color=COLORS[1])
+        ax.set_xticks(range(len(ks)), ks, rotation=30, ha="right")
+        ax.set_ylabel("combined score")
+        plots["Combined score per checkpoint"] = _png(fig, folder / "checkpoints.png")
+        plt.close(fig)
+    return plots
+
+
+def _pooled_rule(model: dict, rule: str) -> float | None:
+    k = n = 0
+    for e in model["sets"].values():
+        r = e.get("checks", {}).get("policy", {}).get("per_rule", {}).get(rule)
+        if r:
+            k, n = k + r["k"], n + r["n"]
+    return k / n if n else None
+
+
+def write_report(out_dir: Path, metrics: dict) -> Path:
+    """Render report.html (self-contained page; plots are PNG files in plots/, linked relatively)."""
+    import jinja2
+
+    plots = make_plots(out_dir, metrics)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(pct=_pct, ci=_ci, js=lambda v: json.dumps(v))
+    source = (resources.files("sftpipe.evaluate") / "data" / "report.html.jinja").read_text(encoding="utf-8")
+    generations = sorted(str(p.relative_to(out_dir)) for p in (out_dir / "generations").rglob("*.jsonl")) \
+        if (out_dir / "generations").exists() else []
+    judges = sorted(str(p.relative_to(out_dir)) for p in (out_dir / "judge").glob("*.jsonl")) \
+        if (out_dir / "judge").exists() else []
+    html = env.from_string(source).render(m=metrics, plots=plots, generations=generations, judges=judges,
+                                          rules=_rule_table(metrics), names=list(metrics["models"]))
+    path = out_dir / "report.html"
+    atomic_write_text(path, html)
+    return path
+
+
+def _rule_table(metrics: dict) -> list[tuple[str, list[float | None]]]:
+    models = metrics["models"]
+    rules = sorted({r for m in models.values() for e in m["sets"].values() if "checks" in e
+                    for r in e["checks"]["policy"]["per_rule"]})
+    return [(r, [_pooled_rule(m, r) for m in models.values()]) for r in rules]
+
+
+def summary(metrics: dict) -> dict:
+    """The short summary kept in run.json["eval"] and shown in the model card."""
+    out = {"metrics": "eval/metrics.json", "report": "eval/report.html", "baseline": metrics["baseline"]["ref"],
+           "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "candidates": {}}
+    for label, c in metrics["comparisons"].items():
+        j = c.get("judge") or {}
+        out["candidates"][label] = {
+            "score": c["score"]["score"], "components": c["components"],
+            **({"win_rate": j["win_rate"], "win_rate_ci95": j["ci95"],
+                "length_controlled_win_rate": j["length_controlled_win_rate"], "judged": j["n"]} if j.get("n") else {}),
+            "deltas": c["deltas"]}
+    if metrics.get("selection"):
+        out["selection"] = metrics["selection"]
+    return out
+
+
+def update_run_json(run_dir: Path, metrics: dict) -> dict:
+    """Write the summary into run.json["eval"] (and best_checkpoint with select), atomically; return it."""
+    path = Path(run_dir) / "run.json"
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info["eval"] = summary(metrics)
+    if metrics.get("selection"):
+        info["best_checkpoint"] = metrics["selection"]["best"]
+    write_json(path, info)
+    return info["eval"]
+
+
+def card_markdown(s: dict) -> str:
+    """The model card's evaluation section (markdown) for a run.json eval summary."""
+    lines = ["## Evaluation", "", f"Baseline: `{s['baseline']}`. Full report: [eval/report.html]({s['report']}), "
+             f"metrics: [eval/metrics.json]({s['metrics']}).", "",
+             "| model | combined score | judge win rate [95% CI] | length-controlled | schema valid | policy clean "
+             "| correct | IFEval Δ (prompt) | general NLL Δ |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, c in s["candidates"].items():
+        comp, d = c["components"], c["deltas"]
+        win = (f"{_pct(c['win_rate'])} [{_pct(c['win_rate_ci95'][0])}, {_pct(c['win_rate_ci95'][1])}]"
+               if "win_rate" in c else "–")
+        lines.append(f"| {label} | {c['score'] if c['score'] is not None else '–'} | {win} | "
+                     f"{_pct(c.get('length_controlled_win_rate'))} | {_pct(comp.get('schema_validity'))} | "
+                     f"{_pct(comp.get('policy'))} | {_pct(comp.get('correctness'))} | "
+                     f"{d.get('ifeval_prompt_level_strict', '–')} | {d.get('general_nll', '–')} |")
+    sel = s.get("selection")
+    if sel:
+        lines += ["", f"Selected checkpoint: **{sel['best']}**: {sel['reason']}."]
+    return "\n".join(lines) + "\n"
+
+
+def update_card(run_dir: Path, s: dict) -> None:
+    """Add the eval summary to the model card. A card written by `sftpipe train` has an eval slot and is
+    re-rendered by `sftpipe.train.card.update_eval`; any other README.md gets (or has replaced) a marked section."""
+    from ..train.card import EVAL_START, update_eval
+
+    path = Path(run_dir) / "README.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if EVAL_START in text:
+        update_eval(Path(run_dir), s)
+        return
+    block = f"{CARD_START}\n{card_markdown(s)}{CARD_END}\n"
+    if CARD_START in text and CARD_END in text:
+        head, rest = text.split(CARD_START, 1)
+        text = head + block + rest.split(CARD_END, 1)[1].lstrip("\n")
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + block
+    atomic_write_text(path, text)
+
+
+def print_summary(result) -> None:
+    """Terminal summary of an eval run: one row per candidate, plus the selection."""
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result.metrics
+    table = Table(title=f"eval vs {m['baseline']['ref']}", title_justify="left")
+    for col in ("model", "score", "win rate [95% CI]", "LC win", "schema", "policy clean", "correct", "IFEval Δ"):
+        table.add_column(col)
+    for label, c in m["comparisons"].items():
+        j, comp = c.get("judge") or {}, c["components"]
+        table.add_row(label, str(c["score"]["score"]),
+                      f"{_pct(j['win_rate'])} [{_pct(j['ci95'][0])}, {_pct(j['ci95'][1])}]" if j.get("n") else "–",
+                      _pct(j.get("length_controlled_win_rate")), _pct(comp.get("schema_validity")),
+                      _pct(comp.get("policy")), _pct(comp.get("correctness")),
+                      str(c["deltas"].get("ifeval_prompt_level_strict", "–")))
+    console = Console()
+    console.print(table)
+    if m.get("selection"):
+        console.print(f"selected: {m['selection']['best']} ({m['selection']['reason']})")
+    console.print(f"report: {result.report_path}\nmetrics: {result.metrics_path}")

@@ -1,0 +1,191 @@
+"""Training data: conversation files -> masked examples -> micro-batches, with content hashes.
+
+Each dataset item is one whole micro-batch, `{"rows": [...]}`: a length-grouped group of examples (padded
+batching) or up to `batch_size` packs (packed batching). The Trainer's loader therefore uses batch size 1 and its
+seeded sampler shuffles micro-batches; under DDP, process r of N takes items r, r+N, ... of the same shuffled order,
+so N processes at batch b see exactly the micro-batches one process sees at gradient accumulation N.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..collate import PackedCollator, PaddedCollator
+from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
+from ..dataset import MaskReport, build_examples
+from ..errors import ConfigError
+from ..pack import PackReport, apply_overflow, group_by_length, pack
+from ..readers import _rows, read_conversations
+from ..render import ChatRenderer, Example
+
+HASH_DEFINITION = (
+    "sha256 over the records of the split's files in the order given (file order within each file), each record "
+    "as canonical JSON (json.dumps sort_keys=True, ensure_ascii=False, separators=(',', ':')), UTF-8, plus a "
+    "newline; for a single curated file this equals the hash in its curate report.json (" + _CURATE_HASH + ")")
+
+
+def data_hash(paths: list[str | Path]) -> str:
+    """Content hash of the raw records of `paths` (see HASH_DEFINITION); formatting of the files is irrelevant."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in paths:
+        for _, obj, _ in _rows(path):
+            h.update(canonical_line(obj))
+    return h.hexdigest()
+
+
+@dataclass
+class SplitData:
+    """One split, rendered and batched: examples, micro-batch items, reports and the content hash."""
+
+    name: str
+    files: list[str]
+    hash: str
+    examples: list[Example]
+    items: list[dict[str, Any]]
+    batching: PackReport
+    mask: MaskReport
+    records_in: int
+    rejects: list[dict] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.batching.tokens
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready counts for run.json."""
+        return {"files": self.files, "hash": self.hash, "records_in": self.records_in,
+                "rejected": len(self.rejects), "examples": len(self.examples), "micro_batches": len(self.items),
+                "tokens": self.batching.tokens, "trained_tokens": self.mask.trained_tokens,
+                "batching": {k: v for k, v in vars(self.batching).items() if k != "dropped"}}
+
+
+def resolve_batching(requested: str, device: str) -> str:
+    """`auto` -> packed on GPU (padding-free rows), length-grouped padded batches on CPU (no attention across
+    examples, little padding)."""
+    if requested in ("packed", "padded"):
+        return requested
+    return "packed" if device == "cuda" else "padded"
+
+
+def budget_groups(lengths: dict[int, int], *, batch_size: int, max_tokens: int, seed: int = 0) -> list[list[int]]:
+    """Length-sorted groups of at most `batch_size` rows and `max_tokens` padded slots (rows x longest row; a
+    longer row goes alone), in a seeded shuffled order.
+
+    >>> budget_groups({0: 5, 1: 2, 2: 4, 3: 3, 4: 9}, batch_size=3, max_tokens=10)
+    [[1, 3], [4], [2, 0]]
+    """
+    groups: list[list[int]] = [[]]
+    for i in sorted(lengths, key=lambda i: (lengths[i], i)):
+        cur = groups[-1]
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * lengths[i] > max_tokens):
+            groups.append(cur := [])
+        cur.append(i)
+    groups = [g for g in groups if g]
+    random.Random(seed).shuffle(groups)
+    return groups
+
+
+def _padded(rows: list[dict], batch_size: int, max_tokens: int, max_length: int, overflow: str, seed: int):
+    kept, counts, dropped = apply_overflow(rows, max_length, overflow)
+    lengths = {i: len(ex["input_ids"]) for i, ex in kept}
+    groups = budget_groups(lengths, batch_size=batch_size, max_tokens=max_tokens, seed=seed)
+    tokens = sum(lengths.values())
+    slots = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+    report = PackReport("group_by_length_budget", len(kept), len(groups), tokens, slots,
+                        tokens / slots if slots else 0.0, counts, dropped)
+    cut = dict(kept)
+    return [{"rows": [cut[i] for i in g]} for g in groups], report
+
+
+def make_items(examples: list[Example], *, batching: str, batch_size: int, max_length: int,
+               overflow: str = "drop", seed: int = 0, max_tokens: int | None = None
+               ) -> tuple[list[dict[str, Any]], PackReport]:
+    """Micro-batch items: `padded` groups up to `batch_size` examples of similar length (and at most `max_tokens`
+    padded slots); `packed` puts up to `batch_size` best-fit packs of <= `max_length` tokens in each item.
+
+    >>> from sftpipe.render import Example
+    >>> exs = [Example([1] * n, [-100] + [1] * (n - 1), "") for n in (5, 2, 4, 3)]
+    >>> items, _ = make_items(exs, batching="padded", batch_size=2, max_length=8)
+    >>> sorted(sorted(len(r["input_ids"]) for r in it["rows"]) for it in items)
+    [[2, 3], [4, 5]]
+    """
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    if batching == "padded" and max_tokens is not None:
+        return _padded(rows, batch_size, max_tokens, max_length, overflow, seed)
+    if batching == "padded":
+        groups, report = group_by_length(rows, batch_size=batch_size, max_length=max_length, seed=seed,
+                                         overflow=overflow)
+        return [{"rows": [rows[i] for i in g]} for g in groups], report
+    if batching == "packed":
+        packs, report = pack(rows, max_length, overflow=overflow)
+        return [{"rows": packs[s:s + batch_size]} for s in range(0, len(packs), batch_size)], report
+    raise ValueError(f"batching={batching!r}; allowed: packed, padded (auto is resolved by resolve_batching)")
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """A list of micro-batch items as a map-style dataset."""
+
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+class ItemCollator:
+    """Collates the single item the loader hands over (batch size 1) into model inputs."""
+
+    def __init__(self, batching: str, pad_token_id: int):
+        self.batching = batching
+        self._collate = PaddedCollator(pad_token_id) if batching == "padded" else PackedCollator()
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(features) != 1:
+            raise ValueError(f"got {len(features)} items per loader batch; each item is a whole micro-batch, so "
+                             "fix: keep per_device_train_batch_size=1 (set train.batch_size instead)")
+        return self._collate(features[0]["rows"])
+
+
+def end_of_turn_ids(examples: list[Example]) -> list[int]:
+    """The token ids that close trained replies (the template's end-of-turn tokens), sorted.
+
+    >>> from sftpipe.render import Example
+    >>> end_of_turn_ids([Example([5, 6, 2, 7, 2], [-100, 6, 2, 7, 2], "", eot_positions=[2, 4])])
+    [2]
+    """
+    found = {e.input_ids[p] for e in examples for p in e.eot_positions if 0 <= p < len(e.input_ids)}
+    return sorted(found)
+
+
+def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: int,
+               progress: bool = False) -> SplitData | None:
+    """Read, render and batch `data.<split>` of `cfg` (None when the split lists no files)."""
+    paths = list(getattr(cfg.data, split))
+    if not paths:
+        if split == "train":
+            raise ConfigError("config", ["data.train: no input files; fix: set data.train or pass --input"])
+        return None
+    read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
+                              on_error=cfg.data.on_error)
+    examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
+                                             truncation=cfg.render.truncation, on_error=cfg.data.on_error,
+                                             total=len(read.conversations), progress=progress)
+    if not examples:
+        raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(rejects)} rejected, "
+                                     f"reasons {mask.rejected}); fix: check the files and render.max_length"])
+    items, report = make_items(examples, batching=batching, batch_size=cfg.train.batch_size,
+                               max_length=cfg.render.max_length, overflow=cfg.render.overflow, seed=seed,
+                               max_tokens=cfg.train.max_tokens)
+    all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
+    return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
+                     all_rejects)

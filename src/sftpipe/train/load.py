@@ -1,0 +1,212 @@
+"""Models for training and from runs: device and precision choice, LoRA/QLoRA/full setup, and `load_run`.
+
+Run layout (shared with eval and serve): `runs/<name>/` holds a PEFT adapter (`adapter_config.json` +
+`adapter_model.safetensors`) or full weights (`config.json` + `model.safetensors`), the tokenizer with the training
+template, and `run.json` naming the base model. Only safetensors are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, ModelError
+from ..models import resolve_model
+
+LORA_LR, FULL_LR = 2e-4, 2e-5
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def device_kind() -> str:
+    """'cuda' when a CUDA GPU is visible, else 'cpu'."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def choose_precision(requested: str, device: str) -> str:
+    """`auto` -> bf16 on GPUs that support it (else fp16); on CPUs, bf16 autocast when the CPU has native bf16
+    dot products (avx512_bf16 / AMX; measured faster with the same loss curve, see bench/train_bench.py), else fp32.
+    """
+    if device == "cuda":
+        if requested == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if requested == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("config", ["train.precision: bf16, but this GPU has no bf16 support; "
+                                         "fix: set train.precision to fp16 or auto"])
+        return requested
+    if requested == "auto":
+        return "bf16" if cpu_flags() & set(CPU_BF16_FLAGS) else "fp32"
+    if requested == "fp16":
+        raise ConfigError("config", ["train.precision: fp16 needs a GPU; fix: set train.precision to auto, bf16 "
+                                     "or fp32 on a CPU"])
+    return requested
+
+
+def check_mode(mode: str, device: str) -> None:
+    """QLoRA needs CUDA and bitsandbytes: say so, and name `lora` as the alternative."""
+    if mode != "qlora":
+        return
+    if device != "cuda":
+        raise ConfigError("config", ["train.mode: qlora quantizes the base model to 4-bit NF4 with bitsandbytes, "
+                                     "which needs a CUDA GPU, and this machine has none; fix: set train.mode=lora "
+                                     "(--set train.mode=lora), which trains the same adapter on full-precision "
+                                     "weights"])
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("config", ["train.mode: qlora needs the bitsandbytes package; fix: pip install "
+                                     "bitsandbytes, or set train.mode=lora"])
+
+
+def learning_rate(tcfg) -> float:
+    """train.lr, else the guide's default for the mode (LoRA 2e-4, full 2e-5)."""
+    return tcfg.lr if tcfg.lr is not None else (FULL_LR if tcfg.mode == "full" else LORA_LR)
+
+
+def _dtype(mode: str, precision: str):
+    # LoRA: the frozen base weights are stored in half precision (autocast would cast them at every call anyway).
+    if mode == "lora" and precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.float32
+
+
+def upcast_all_but_linears(model) -> int:
+    """Keep only the base model's Linear weights in half precision: embeddings (and a tied output layer), norms and
+    the rest go back to fp32, so the residual stream stays fp32 under autocast. Returns how many tensors moved."""
+    head = model.get_output_embeddings()
+    half = {id(p) for m in model.modules() if type(m) is torch.nn.Linear and m is not head for p in m.parameters()}
+    moved = 0
+    for p in model.parameters():
+        if id(p) not in half and p.dtype != torch.float32:
+            p.data = p.data.float()
+            moved += 1
+    return moved
+
+
+class BoolMaskDropout(torch.nn.Dropout):
+    """nn.Dropout that keeps a 1-byte mask for backward (native_dropout) instead of a float mask: the same
+    distribution, a quarter of the memory per LoRA module on CPU."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return torch.native_dropout(x, self.p, True)[0]
+
+
+def _lean_dropout(model) -> None:
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if drops is None:
+            continue
+        for name, drop in list(drops.items()):
+            if type(drop) is torch.nn.Dropout and drop.p > 0:
+                drops[name] = BoolMaskDropout(drop.p)
+
+
+def load_for_training(cfg, tokenizer, added_tokens: list[str], *, device: str, precision: str,
+                      local_rank: int = 0):
+    """The model to train: the base (resized for added template tokens), wrapped in a LoRA adapter unless full.
+
+    Added tokens' embedding rows are trained (`trainable_token_indices`), so the adapter carries them.
+    """
+    from transformers import AutoModelForCausalLM
+
+    tcfg, lcfg = cfg.train, cfg.lora
+    kwargs: dict[str, Any] = {"dtype": _dtype(tcfg.mode, precision),
+                              "trust_remote_code": cfg.model.trust_remote_code, "use_safetensors": True}
+    if tcfg.mode == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if precision == "bf16" else torch.float16
+        kwargs.update(dtype=compute, device_map={"": local_rank}, quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=lcfg.quant_type, bnb_4bit_use_double_quant=lcfg.double_quant,
+            bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model.name), **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load model {cfg.model.name!r} ({exc}); fix: point model.name at a folder with "
+                         "config.json and model.safetensors") from None
+    new_ids = [tokenizer.convert_tokens_to_ids(t) for t in added_tokens]
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.use_cache = False
+    if tcfg.mode == "full":
+        return model
+    if tcfg.mode == "lora":
+        upcast_all_but_linears(model)
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if tcfg.mode == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=tcfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_config = LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha or 2 * lcfg.r, lora_dropout=lcfg.dropout,
+                             target_modules=lcfg.target_modules, use_rslora=lcfg.use_rslora, bias="none",
+                             task_type="CAUSAL_LM", trainable_token_indices=new_ids or None)
+    model = get_peft_model(model, peft_config)
+    _lean_dropout(model)
+    return model
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json of a run folder (ModelError if it is not one)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise ModelError(f"{run_dir} has no run.json, so it is not a run folder; fix: give runs/<name> as written "
+                         "by `sftpipe train`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _weights_folder(run_dir: Path, checkpoint: str | Path | None) -> Path:
+    if checkpoint is None:
+        return run_dir
+    folder = Path(checkpoint) if Path(checkpoint).is_dir() else run_dir / "checkpoints" / str(checkpoint)
+    if not folder.is_dir():
+        saved = sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+        raise ModelError(f"checkpoint {str(checkpoint)!r} not found in {run_dir}; saved: {saved or 'none'}")
+    return folder
+
+
+def load_base(info: dict[str, Any], tokenizer_size: int | None = None, *, dtype=None):
+    """The base model a run was trained from, resized to the run's vocabulary (run.json `vocab_size`, else grown
+    to the tokenizer's size)."""
+    from transformers import AutoModelForCausalLM
+
+    trust = bool(((info.get("config") or {}).get("model") or {}).get("trust_remote_code", False))
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(info["base_model"]), dtype=dtype, use_safetensors=True,
+                                                trust_remote_code=trust)
+    current = base.get_input_embeddings().weight.shape[0]
+    size = info.get("vocab_size") or (tokenizer_size if tokenizer_size and tokenizer_size > current else None)
+    if size and size != current:
+        base.resize_token_embeddings(size)
+    return base
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype=None):
+    """(model, tokenizer, run_info) of a run's final weights or one of its checkpoints (`checkpoint-<step>` or a
+    path): the base model plus the PEFT adapter, or the full weights. The model is in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    folder = _weights_folder(run_dir, checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_base(info, len(tokenizer), dtype=dtype), folder)
+    elif (folder / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    else:
+        raise ModelError(f"{folder} holds neither an adapter (adapter_config.json) nor full weights (config.json); "
+                         "fix: train to completion, or pass a checkpoint that was saved")
+    return model.eval(), tokenizer, info

@@ -1,0 +1,65 @@
+"""`sftpipe merge`: fold a run's LoRA adapter into the base weights and save a plain transformers model.
+
+The output folder holds `config.json` + `model.safetensors`, the run's tokenizer (same chat template in
+tokenizer_config.json), its `generation_config.json` and `merge.json` (where it came from). It is written to a
+temporary folder next to the target and renamed into place, so a crash never leaves a half-merged model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+from ..io import sha256_file, write_json
+from ..parity import save_tokenizer
+from .load import load_run
+
+
+@dataclass
+class MergeResult:
+    """Where the merged model went and what it came from."""
+
+    output: Path
+    run_dir: Path
+    checkpoint: str | None
+    base_model: str
+    parameters: int
+
+
+def merge_run(run_dir: str | Path, output: str | Path | None = None, *, checkpoint: str | None = None,
+              overwrite: bool = False, dtype=None) -> MergeResult:
+    """Merge the adapter of `run_dir` (or of one checkpoint) into its base; default output `run_dir/merged`."""
+    run_dir = Path(run_dir)
+    model, tokenizer, info = load_run(run_dir, checkpoint, dtype=dtype)
+    if not hasattr(model, "merge_and_unload"):
+        raise ModelError(f"{run_dir} holds full weights (mode {info.get('mode')!r}), not an adapter, so there is "
+                         "nothing to merge; fix: load the run folder directly with transformers")
+    output = Path(output) if output is not None else run_dir / "merged"
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ModelError(f"{output} exists and is not empty; fix: pass --overwrite or another --output")
+    merged = model.merge_and_unload()
+    merged.config.use_cache = True
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        save_tokenizer(tokenizer, tmp)
+        if (run_dir / "generation_config.json").is_file():
+            shutil.copy2(run_dir / "generation_config.json", tmp / "generation_config.json")
+        adapter = (Path(checkpoint) if checkpoint and Path(checkpoint).is_dir()
+                   else run_dir / "checkpoints" / checkpoint if checkpoint else run_dir)
+        write_json(tmp / "merge.json", {
+            "run_dir": str(run_dir), "checkpoint": checkpoint, "base_model": info["base_model"],
+            "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
+            "template": {k: v for k, v in info.get("template", {}).items() if k != "source"}})
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return MergeResult(output, run_dir, checkpoint, info["base_model"], sum(p.numel() for p in merged.parameters()))

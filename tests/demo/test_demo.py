@@ -1,0 +1,58 @@
+"""The Harbor demo end to end through the real CLI (tiny size, tiny model), and the shipped configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sftpipe.config import load_config
+from sftpipe.demo.run import harbor_config_text, headline
+from sftpipe.models import load_tokenizer, tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    if path.name.endswith("rules.yaml"):
+        pytest.skip("a rules file, not a project config")
+    cfg = load_config(path)
+    assert cfg.name
+
+
+def test_repo_config_is_the_packaged_demo_config():
+    assert (ROOT / "configs" / "harbor.yaml").read_text() == harbor_config_text()
+
+
+def test_guide_recipe_config_matches_the_guide():
+    cfg = load_config(ROOT / "configs" / "harbor-mistral7b-qlora.yaml")
+    assert (cfg.train.mode, cfg.lora.quant_type, cfg.lora.r, cfg.train.epochs, cfg.train.lr) == ("qlora", "nf4", 32,
+                                                                                                    1, 2e-4)
+    assert cfg.render.max_length == 4096 and cfg.curate.split.eval_ratio == 0.08 and cfg.curate.split.by == "category"
+    assert set(cfg.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj"}
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
+    tok = load_tokenizer("smollm2-135m-instruct")
+    model_dir = tmp_path / "tiny-model"
+    tiny_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "sftpipe.cli", "demo", "--size", "tiny", "--out", str(out),
+                          "--set", f"model.name={model_dir}"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "base vs SFT" in res.stdout and "report.html" in res.stdout
+    report = json.loads((out / "curated" / "report.json").read_text())
+    assert report["counts"]["in"] == report["counts"]["kept"] + report["counts"]["rejected"]
+    run = json.loads((out / "runs" / "harbor" / "run.json").read_text())
+    assert run["mode"] == "lora" and run["data"]["train_hash"]
+    metrics = json.loads((out / "runs" / "harbor" / "eval" / "metrics.json").read_text())
+    summary = headline(metrics)
+    assert summary["base"]["held-out loss"] is not None and summary["sft"]["held-out loss"] is not None
+    assert (out / "runs" / "harbor" / "eval" / "report.html").stat().st_size > 0
