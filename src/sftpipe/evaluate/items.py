@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..conversation import Conversation, Message
+from ..curate.policy import lookup
 from ..errors import ConfigError, RecordError
 from ..readers import _rows, parse_record
 from .config import EvalSetConfig
@@ -49,19 +50,12 @@ class EvalItem:
 
 
 def dotted(record: dict, path: str | None) -> Any:
-    """The value at a dotted path in a nested dict, or None if any step is missing.
+    """The value at a dotted path in a nested dict, or None if the path is empty or any step is missing.
 
     >>> dotted({"facts": {"refund": {"amount": 5}}}, "facts.refund.amount"), dotted({}, "a.b")
     (5, None)
     """
-    if not path:
-        return None
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+    return lookup(record, path) if path else None
 
 
 def resolve_schema(ref: str, schemas: dict[str, str], cache: dict[str, dict]) -> dict:
