@@ -53,21 +53,21 @@ def _timer():
             self.marks: list[tuple[float, int]] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = (time.perf_counter(), state.num_input_tokens_seen)
+            self.start = (time.perf_counter(), state.num_input_tokens_seen, time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+            self.marks.append((time.perf_counter(), state.num_input_tokens_seen, time.process_time()))
 
     return StepTimer()
 
 
 def _measure(timer, log_history) -> dict:
-    (t1, n1) = timer.marks[0] if len(timer.marks) > 1 else timer.start  # a 1-step run keeps its warm-up
-    (t_end, n_end) = timer.marks[-1]
+    (t1, n1, c1) = timer.marks[0] if len(timer.marks) > 1 else timer.start  # a 1-step run keeps its warm-up
+    (t_end, n_end, c_end) = timer.marks[-1]
     losses = [round(m["loss"], 4) for m in log_history if "loss" in m]
     return {"steps": len(timer.marks), "tokens": n_end, "tokens_after_step1": n_end - n1,
             "seconds_after_step1": round(t_end - t1, 2), "tokens_per_s": round((n_end - n1) / (t_end - t1), 1),
-            "losses": losses}
+            "tokens_per_cpu_s": round((n_end - n1) / (c_end - c1), 1), "losses": losses}
 
 
 def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str) -> dict:
@@ -183,6 +183,8 @@ def main() -> None:
         for base in ("trl-default", "trl-packed"):
             if base in sides:
                 result[f"vs_{base}"] = {"tokens_per_s_ratio": _ratio(ours["tokens_per_s"], sides[base]["tokens_per_s"]),
+                                        "tokens_per_cpu_s_ratio": _ratio(ours["tokens_per_cpu_s"],
+                                                                         sides[base]["tokens_per_cpu_s"]),
                                         "peak_rss_ratio": _ratio(ours["peak_rss_mb"], sides[base]["peak_rss_mb"])}
         if "sftpipe-fp32" in sides:
             fp32 = sides["sftpipe-fp32"]

@@ -56,8 +56,20 @@ def worker(side: str, steps: int, tiny: bool) -> dict:
 
     from sftpipe.collate import PackedCollator, PaddedCollator
     from sftpipe.pack import group_by_length, pack
-    from sftpipe.train.data import ItemCollator, ItemDataset
-    from sftpipe.train.trainer import SftTrainer, training_arguments
+    from sftpipe.train.trainer import SftTrainer, trained_index, training_arguments  # torch + transformers only
+
+    def with_index(batch):  # what sftpipe.train.data.ItemCollator adds
+        return {**batch, "trained_index": trained_index(batch["labels"])}
+
+    class ItemDataset(torch.utils.data.Dataset):  # as sftpipe.train.data (which also needs the config stack)
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vocab, max_length, batch = 49152, 1024, 8
@@ -86,6 +98,7 @@ def worker(side: str, steps: int, tiny: bool) -> dict:
             self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
     timer = Timer()
+    collate = PackedCollator() if packed else PaddedCollator(0)
     common = dict(max_steps=len(items), save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=True,
                   bf16=device == "cuda", use_cpu=device == "cpu", learning_rate=2e-4, seed=0,
                   per_device_train_batch_size=1, remove_unused_columns=False, dataloader_num_workers=2,
@@ -101,9 +114,8 @@ def worker(side: str, steps: int, tiny: bool) -> dict:
                                   has_eval=False, report_to=[], save_strategy="no",
                                   train_sampling_strategy="sequential")
         trainer = SftTrainer(model=model, args=args, train_dataset=ItemDataset(items),
-                             data_collator=ItemCollator("packed" if packed else "padded", 0), callbacks=[timer])
+                             data_collator=lambda feats: with_index(collate(feats[0]["rows"])), callbacks=[timer])
     else:  # plain Trainer: the model computes logits for every position and its own loss
-        collate = PackedCollator() if packed else PaddedCollator(0)
         trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=ItemDataset(items),
                           data_collator=lambda feats: collate(feats[0]["rows"]), callbacks=[timer])
     if device == "cuda":

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack
 from ..readers import _rows, read_conversations
 from ..render import ChatRenderer, Example
+from .trainer import trained_index
 
 HASH_DEFINITION = (
     "sha256 over the records of the split's files in the order given (file order within each file), each record "
@@ -64,6 +65,15 @@ class SplitData:
                 "rejected": len(self.rejects), "examples": len(self.examples), "micro_batches": len(self.items),
                 "tokens": self.batching.tokens, "trained_tokens": self.mask.trained_tokens,
                 "batching": {k: v for k, v in vars(self.batching).items() if k != "dropped"}}
+
+
+CPU_MAX_TOKENS = 1024
+
+
+def resolve_max_tokens(requested: int | None, device: str) -> int | None:
+    """train.max_tokens, else 1024 padded token slots per micro-batch on a CPU (bounds peak memory) and no cap
+    on a GPU."""
+    return requested if requested is not None else (CPU_MAX_TOKENS if device == "cpu" else None)
 
 
 def resolve_batching(requested: str, device: str) -> str:
@@ -143,7 +153,8 @@ class ItemDataset(torch.utils.data.Dataset):
 
 
 class ItemCollator:
-    """Collates the single item the loader hands over (batch size 1) into model inputs."""
+    """Collates the single item the loader hands over (batch size 1) into model inputs, plus `trained_index`
+    (the positions the loss is computed at, see trainer.TrainedPositions)."""
 
     def __init__(self, batching: str, pad_token_id: int):
         self.batching = batching
@@ -153,7 +164,9 @@ class ItemCollator:
         if len(features) != 1:
             raise ValueError(f"got {len(features)} items per loader batch; each item is a whole micro-batch, so "
                              "fix: keep per_device_train_batch_size=1 (set train.batch_size instead)")
-        return self._collate(features[0]["rows"])
+        batch = self._collate(features[0]["rows"])
+        batch["trained_index"] = trained_index(batch["labels"])
+        return batch
 
 
 def end_of_turn_ids(examples: list[Example]) -> list[int]:
@@ -167,7 +180,7 @@ def end_of_turn_ids(examples: list[Example]) -> list[int]:
     return sorted(found)
 
 
-def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: int,
+def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: int, max_tokens: int | None = None,
                progress: bool = False) -> SplitData | None:
     """Read, render and batch `data.<split>` of `cfg` (None when the split lists no files)."""
     paths = list(getattr(cfg.data, split))
@@ -185,7 +198,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
                                      f"reasons {mask.rejected}); fix: check the files and render.max_length"])
     items, report = make_items(examples, batching=batching, batch_size=cfg.train.batch_size,
                                max_length=cfg.render.max_length, overflow=cfg.render.overflow, seed=seed,
-                               max_tokens=cfg.train.max_tokens)
+                               max_tokens=max_tokens)
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
     return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
                      all_rejects)

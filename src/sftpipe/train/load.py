@@ -142,7 +142,7 @@ def load_for_training(cfg, tokenizer, added_tokens: list[str], *, device: str, p
     model.config.use_cache = False
     if tcfg.mode == "full":
         return model
-    if tcfg.mode == "lora":
+    if tcfg.mode == "lora" and not tcfg.fsdp:  # FSDP flattens parameters and wants one dtype
         upcast_all_but_linears(model)
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 

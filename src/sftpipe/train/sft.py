@@ -11,9 +11,7 @@ accelerate launch (DDP; gloo on CPU, NCCL on GPU; FSDP via train.fsdp).
 from __future__ import annotations
 
 import os
-import platform
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +25,15 @@ from ..parity import check_parity, save_tokenizer
 from ..stages.render import build_renderer
 from .callbacks import CheckpointMarker, RichProgress, latest_checkpoint, remove_partial
 from .card import write_card
-from .data import HASH_DEFINITION, ItemCollator, ItemDataset, end_of_turn_ids, load_split, resolve_batching
+from .data import (HASH_DEFINITION, ItemCollator, ItemDataset, end_of_turn_ids, load_split, resolve_batching,
+                   resolve_max_tokens)
 from .load import check_mode, choose_precision, device_kind, learning_rate, load_for_training, read_run_info
+from .runinfo import effective_batch, generation_config, git_commit, versions
 
 # Keys that must not change between a run and its --resume (anything else, e.g. logging, may).
 RESUME_KEYS = {"model": None, "template": None, "render": None, "lora": None,
-               "train": ("mode", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum",
-                         "weight_decay", "seed", "batching", "loss_positions")}
+               "train": ("mode", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "max_tokens",
+                         "grad_accum", "weight_decay", "seed", "batching", "loss_positions")}
 
 
 @dataclass
@@ -95,40 +95,6 @@ def _check_resume(old: dict[str, Any], cfg: SftpipeConfig, hashes: dict[str, str
         raise ConfigError("--resume", problems + ["fix: resume with the run's own config, or start a new --name"])
 
 
-def _git_commit() -> dict[str, Any] | None:
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": head, "dirty": bool(dirty)}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("sftpipe", "torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str, float]:
-    """Mean rows, sequences (examples) and tokens per optimizer step."""
-    k = grad_accum * world
-    n = max(len(items), 1)
-    rows = sum(len(it["rows"]) for it in items) / n
-    seqs = sum(len(r.get("seq_lens", [0])) for it in items for r in it["rows"]) / n
-    tokens = sum(len(r["input_ids"]) for it in items for r in it["rows"]) / n
-    return {"rows": round(rows * k, 2), "sequences": round(seqs * k, 2), "tokens": round(tokens * k, 1)}
-
-
 def _callbacks(tcfg, run_dir: Path, progress: bool, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
@@ -143,19 +109,6 @@ def _callbacks(tcfg, run_dir: Path, progress: bool, has_eval: bool) -> list:
     if tcfg.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience))
     return callbacks
-
-
-def _generation_config(base: Path, tokenizer, eot_ids: list[int], pad_id: int):
-    from transformers import GenerationConfig
-
-    gen = (GenerationConfig.from_pretrained(base) if (base / "generation_config.json").is_file()
-           else GenerationConfig())
-    eos = sorted(set(eot_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
-    gen.eos_token_id = eos[0] if len(eos) == 1 else eos
-    gen.pad_token_id = pad_id
-    if tokenizer.bos_token_id is not None:
-        gen.bos_token_id = tokenizer.bos_token_id
-    return gen
 
 
 def _save_final(trainer, run_dir: Path, main: bool) -> None:
@@ -197,8 +150,11 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     # Data: render with the template, batch (length-grouped padded on CPU, packed on GPU)
     renderer = build_renderer(cfg)
     tokenizer = renderer.tokenizer
-    train = load_split(cfg, renderer, "train", batching=batching, seed=tcfg.seed, progress=progress and main)
-    evals = load_split(cfg, renderer, "eval", batching=batching, seed=tcfg.seed, progress=progress and main)
+    max_tokens = resolve_max_tokens(tcfg.max_tokens, device)
+    train = load_split(cfg, renderer, "train", batching=batching, seed=tcfg.seed, max_tokens=max_tokens,
+                       progress=progress and main)
+    evals = load_split(cfg, renderer, "eval", batching=batching, seed=tcfg.seed, max_tokens=max_tokens,
+                       progress=progress and main)
     hashes = {"train_hash": train.hash, "eval_hash": evals.hash if evals else None}
     old = read_run_info(run_dir) if resume else None
     if old is not None:
@@ -215,7 +171,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         "config": cfg.model_dump(mode="json"),
         "base_model": cfg.model.name if cfg.model.name in EMBEDDED else str(Path(cfg.model.name).resolve()),
         "mode": tcfg.mode, "device": device, "precision": precision, "batching": batching, "world_size": world,
-        "learning_rate": lr, "effective_batch": _effective_batch(train.items, tcfg.grad_accum, world),
+        "learning_rate": lr, "effective_batch": effective_batch(train.items, tcfg.grad_accum, world),
+        "micro_batch_max_tokens": max_tokens,
         "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": {**hashes, "hash_definition": HASH_DEFINITION, "train": train.summary(),
@@ -224,7 +181,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
                      "source": renderer.template.source, "added_tokens": renderer.added_tokens,
                      "end_of_turn_ids": eot_ids},
         "mask_report": train.mask.to_dict(), "eval_mask_report": evals.mask.to_dict() if evals else None,
-        "versions": _versions(), "git": _git_commit(), "status": "running",
+        "versions": versions(), "git": git_commit(), "status": "running",
         "resumed_from": (old or {}).get("resumed_from", []) + ([resume_from.name] if resume_from else []),
         "metrics": [], "best_checkpoint": None, "results": {}}
     info["git_commit"] = (info["git"] or {}).get("commit")
@@ -242,7 +199,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         if rejects:
             write_jsonl(run_dir / "rejects.jsonl", rejects)
         write_json(run_dir / "run.json", info)
-        gen = _generation_config(Path(_resolve_base(cfg)), tokenizer, eot_ids, pad_id)
+        gen = generation_config(Path(_resolve_base(cfg)), tokenizer, eot_ids, pad_id)
         atomic_write_text(run_dir / "generation_config.json", gen.to_json_string())
 
     if progress and main:

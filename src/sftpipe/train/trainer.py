@@ -30,51 +30,69 @@ def shift_targets(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), IGNORE_INDEX)], dim=1)
 
 
+def trained_index(labels: torch.Tensor) -> torch.Tensor:
+    """Flat positions (over batch x seq) whose next token is trained; computed by the collator on the CPU, so the
+    GPU never waits for it.
+
+    >>> trained_index(torch.tensor([[-100, -100, 5, 6], [-100, 7, -100, -100]])).tolist()
+    [1, 2, 4]
+    """
+    return (shift_targets(labels).reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
+
+
 class TrainedPositions:
-    """A forward pre-hook on the output layer that keeps only the rows of `mask` (set per call with `select`)."""
+    """A forward pre-hook on the output layer that keeps only the hidden states at `index` (set per call)."""
 
     def __init__(self, model: torch.nn.Module):
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head); fix: set "
                              "train.loss_positions=all")
-        self._mask: torch.Tensor | None = None
+        self._index: torch.Tensor | None = None
+        self._positions = 0
         self._handle = head.register_forward_pre_hook(self._select)
 
     def _select(self, module, args):
-        if self._mask is None:
+        if self._index is None:
             return None
         hidden = args[0]
-        if hidden.shape[:2] != self._mask.shape:
-            raise RuntimeError(f"lm_head got hidden states {tuple(hidden.shape)} for a mask "
-                               f"{tuple(self._mask.shape)}; this model slices positions before its lm_head, "
-                               "fix: set train.loss_positions=all")
-        return (hidden[self._mask].unsqueeze(0), *args[1:])
+        if hidden.shape[0] * hidden.shape[1] != self._positions:
+            raise RuntimeError(f"lm_head got hidden states {tuple(hidden.shape)} for {self._positions} positions; "
+                               "this model slices positions before its lm_head, fix: set train.loss_positions=all")
+        return (hidden.flatten(0, 1).index_select(0, self._index).unsqueeze(0), *args[1:])
 
     @contextlib.contextmanager
-    def select(self, mask: torch.Tensor):
-        """Within the block, the output layer computes logits only where `mask` ([batch, seq]) is True."""
-        self._mask = mask
+    def select(self, index: torch.Tensor, positions: int):
+        """Within the block, the output layer computes logits only at flat `index` of `positions` (batch x seq)."""
+        self._index, self._positions = index, positions
         try:
             yield
         finally:
-            self._mask = None
+            self._index = None
 
     def remove(self) -> None:
         self._handle.remove()
 
 
-def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of next-token cross-entropy over trained positions, number of trained positions) for one batch."""
+def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None) -> tuple[torch.Tensor, int | torch.Tensor]:
+    """(sum of next-token cross-entropy over trained positions, number of trained positions) for one batch.
+
+    Uses the collator's `trained_index` when present (no device sync), else derives it from the labels."""
     inputs = dict(inputs)
-    targets = shift_targets(inputs.pop("labels"))
-    mask = targets != IGNORE_INDEX
-    with head.select(mask) if head is not None else contextlib.nullcontext():
+    labels = inputs.pop("labels")
+    index = inputs.pop("trained_index", None)
+    targets = shift_targets(labels).reshape(-1)
+    if head is None:
         logits = model(**inputs).logits
-    picked = targets[mask] if head is not None else targets.reshape(-1)
+        picked, n = targets, (targets != IGNORE_INDEX).sum()
+    else:
+        index = trained_index(labels) if index is None else index.to(labels.device)
+        with head.select(index, targets.numel()):
+            logits = model(**inputs).logits
+        picked, n = targets.index_select(0, index), index.numel()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), picked.to(logits.device),
                            ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, mask.sum()
+    return loss, n
 
 
 class SftTrainer(Trainer):
@@ -95,14 +113,14 @@ class SftTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss_sum, n = token_loss_sum(model, inputs, self.head)
         if not model.training:
-            self._eval_totals += torch.stack([loss_sum.detach().double().cpu(), n.double().cpu()])
-            loss = loss_sum / n.clamp(min=1)
+            self._eval_totals += torch.tensor([loss_sum.item(), float(n)], dtype=torch.float64)
+            loss = loss_sum / max(n, 1)
             return (loss, {}) if return_outputs else loss
         if self._session[0] is None:
             self._session = (time.perf_counter(), self.state.num_input_tokens_seen)
-        self._trained_seen += n.cpu()
+        self._trained_seen += n if isinstance(n, int) else n.cpu()  # an int unless loss_positions=all
         if num_items_in_batch is None:  # no count for the step: fall back to this micro-batch's mean
-            loss = loss_sum / n.clamp(min=1) / self.current_gradient_accumulation_steps
+            loss = loss_sum / max(n, 1) / self.current_gradient_accumulation_steps
         else:
             loss = loss_sum / num_items_in_batch
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -159,4 +177,8 @@ def training_arguments(tcfg, *, output_dir: str, lr: float, precision: str, devi
         ddp_find_unused_parameters=False, fsdp=tcfg.fsdp, fsdp_config=tcfg.fsdp_config or None,
     )
     kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+    fields = TrainingArguments.__dataclass_fields__
+    if "activation_checkpointing" not in fields:  # transformers < 5.20 names it gradient_checkpointing
+        kwargs["gradient_checkpointing"] = kwargs.pop("activation_checkpointing")
+        kwargs["gradient_checkpointing_kwargs"] = kwargs.pop("activation_checkpointing_kwargs")
+    return TrainingArguments(**{k: v for k, v in kwargs.items() if k in fields})

@@ -1,0 +1,59 @@
+"""What a run records about itself besides metrics: library versions, the source commit, the effective batch,
+and the generation config that makes a served model stop at the template's end-of-turn token."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def git_commit() -> dict[str, Any] | None:
+    """The sftpipe source tree's git commit and whether it has uncommitted changes (None outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape training."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("sftpipe", "torch", "transformers", "peft", "accelerate", "bitsandbytes"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str, float]:
+    """Mean rows, sequences (examples) and tokens per optimizer step."""
+    k = grad_accum * world
+    n = max(len(items), 1)
+    rows = sum(len(it["rows"]) for it in items) / n
+    seqs = sum(len(r.get("seq_lens", [0])) for it in items for r in it["rows"]) / n
+    tokens = sum(len(r["input_ids"]) for it in items for r in it["rows"]) / n
+    return {"rows": round(rows * k, 2), "sequences": round(seqs * k, 2), "tokens": round(tokens * k, 1)}
+
+
+def generation_config(base: Path, tokenizer, eot_ids: list[int], pad_id: int):
+    """The base model's generation config with eos = the template's end-of-turn id(s) plus the tokenizer's eos."""
+    from transformers import GenerationConfig
+
+    gen = (GenerationConfig.from_pretrained(base) if (base / "generation_config.json").is_file()
+           else GenerationConfig())
+    eos = sorted(set(eot_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+    gen.eos_token_id = eos[0] if len(eos) == 1 else eos
+    gen.pad_token_id = pad_id
+    if tokenizer.bos_token_id is not None:
+        gen.bos_token_id = tokenizer.bos_token_id
+    return gen
