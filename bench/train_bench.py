@@ -70,7 +70,7 @@ def _measure(timer, log_history) -> dict:
             "tokens_per_cpu_s": round((n_end - n1) / (c_end - c1), 1), "losses": losses}
 
 
-def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str) -> dict:
+def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str, max_tokens: int | None) -> dict:
     from sftpipe.config import load_config
     from sftpipe.train import sft
 
@@ -80,7 +80,8 @@ def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str) -
         "train.epochs=1", f"train.batch_size={batch_size}", "train.grad_accum=1", f"train.lr={LR}",  # TRL: 1
         "train.warmup_ratio=0.05", f"train.seed={SEED}", "train.save_steps=100000", "train.report_to=none",
         "train.logging_steps=1", f"train.precision={precision}", "train.parity_examples=0",
-        f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}", f"lora.dropout={LORA['dropout']}"])
+        f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}", f"lora.dropout={LORA['dropout']}"]
+        + ([f"train.max_tokens={max_tokens}"] if max_tokens else []))
     original = sft._callbacks
     sft._callbacks = lambda *a, **k: original(*a, **k) + [timer]
     result = sft.run(cfg, progress=False)
@@ -120,11 +121,11 @@ def worker_trl(data: Path, out_dir: Path, packed: bool) -> dict:
             "bf16": args.bf16}
 
 
-def worker(side: str, data: Path, out: Path, batch_size: int) -> None:
+def worker(side: str, data: Path, out: Path, batch_size: int, max_tokens: int | None) -> None:
     sys.path.insert(0, str(HERE))
     with tempfile.TemporaryDirectory() as d:
         if side.startswith("sftpipe"):
-            res = worker_sftpipe(data, Path(d), batch_size, "fp32" if side == "sftpipe-fp32" else "auto")
+            res = worker_sftpipe(data, Path(d), batch_size, "fp32" if side == "sftpipe-fp32" else "auto", max_tokens)
         else:
             res = worker_trl(data, Path(d), packed=side == "trl-packed")
     res["peak_rss_mb"] = round(vmhwm_mb(), 1)
@@ -149,6 +150,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8, help="sftpipe max rows per micro-batch (train.batch_size)")
+    ap.add_argument("--max-tokens", type=int, help="sftpipe train.max_tokens (default: sftpipe's CPU default)")
     ap.add_argument("--sides", default="sftpipe,trl-default,trl-packed,sftpipe-fp32")
     ap.add_argument("--out", default=str(HERE / "results" / "train_bench.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -156,7 +158,7 @@ def main() -> None:
     ap.add_argument("--result", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        return worker(a.worker, Path(a.data), Path(a.result), a.batch_size)
+        return worker(a.worker, Path(a.data), Path(a.result), a.batch_size, a.max_tokens)
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "bench.jsonl"
         make_data(a.n, data)
@@ -166,7 +168,8 @@ def main() -> None:
             out = Path(d) / f"{side}.json"
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--worker", side, "--data", str(data), "--result",
-                                   str(out), "--batch-size", str(a.batch_size)], env=env, capture_output=True,
+                                   str(out), "--batch-size", str(a.batch_size)]
+                                  + (["--max-tokens", str(a.max_tokens)] if a.max_tokens else []), env=env, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{side} failed:\n{proc.stderr[-4000:]}")

@@ -73,7 +73,7 @@ class TrainConfig(Section):
     max_steps: int = Field(-1, ge=-1)  # > 0: stop after this many optimizer steps (overrides epochs)
     batch_size: int = Field(8, ge=1)  # max rows per device per micro-batch (padded: sequences; packed: packs)
     max_tokens: int | None = Field(None, ge=16)  # padded: max token slots (rows x longest) per micro-batch;
-    # default 1024 on a CPU (peak memory ~2-3 GB for SmolLM2-135M), no cap on a GPU
+    # default 768 on a CPU (peak ~2.7 GB for SmolLM2-135M LoRA), no cap on a GPU
     grad_accum: int = Field(8, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)

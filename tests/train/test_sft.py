@@ -139,3 +139,14 @@ def test_load_run_reads_a_checkpoint(llama3_run):
     name = checkpoint_folders(result.run_dir / "checkpoints")[0].name
     model, _, info = load_run(result.run_dir, name)
     assert info["mode"] == "lora" and hasattr(model, "peft_config")
+
+
+def test_early_stopping_ends_training_when_eval_loss_stops_improving(make_cfg):
+    # lr 3.0 makes the eval loss worse after the first update, so patience 1 stops at the second eval
+    cfg = make_cfg("train.max_steps=12", "train.eval_steps=1", "train.lr=3.0", "train.early_stopping_patience=1",
+                   "train.save_total_limit=2", eval=True)
+    result = run(cfg, progress=False)
+    info = json.loads((result.run_dir / "run.json").read_text())
+    evals = [m["eval_loss"] for m in info["metrics"] if "eval_loss" in m]
+    assert result.steps < 12 and len(evals) == result.steps
+    assert info["best_checkpoint"] == f"checkpoint-{1 + evals.index(min(evals))}"

@@ -67,11 +67,11 @@ class SplitData:
                 "batching": {k: v for k, v in vars(self.batching).items() if k != "dropped"}}
 
 
-CPU_MAX_TOKENS = 1024
+CPU_MAX_TOKENS = 768
 
 
 def resolve_max_tokens(requested: int | None, device: str) -> int | None:
-    """train.max_tokens, else 1024 padded token slots per micro-batch on a CPU (bounds peak memory) and no cap
+    """train.max_tokens, else 768 padded token slots per micro-batch on a CPU (bounds peak memory) and no cap
     on a GPU."""
     return requested if requested is not None else (CPU_MAX_TOKENS if device == "cpu" else None)
 
