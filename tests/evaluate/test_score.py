@@ -96,6 +96,23 @@ def test_harbor_policy_on_reference_and_broken_replies(demo_data):
     assert check_reply("x", general, harbor)["applicable"] == []
 
 
+def test_harbor_policy_knows_a_multi_turn_prompt_already_quotes_the_order_id(demo_data):
+    from sftpipe.demo import check_thread
+
+    records = [json.loads(x) for x in (demo_data / "raw" / "harbor_export.jsonl").read_text().splitlines()]
+    # clean threads whose first user turn lacks the order ID: the final reply comes after the customer gave it
+    asked = [r for r in records if r["facts"]["order_id"] and not r["facts"]["order_id_given"]
+             and not check_thread(r) and sum(m["role"] == "user" for m in r["messages"]) > 1]
+    assert asked
+    path = demo_data / "asked.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in asked), encoding="utf-8")
+    harbor = HarborPolicy()
+    for item in load_items(EvalSetConfig(name="h", path=str(path))):
+        assert harbor.check(item.target, item)[1] == [], item.id  # the gold reply breaks no rule
+        _, violated = harbor.check("Could you share your order ID?", item)  # asking again is wrong now
+        assert "order_id_missing" in violated, item.id
+
+
 def test_harbor_policy_refuses_edited_rules(demo_data, tmp_path):
     edited = tmp_path / "rules.yaml"
     edited.write_text((demo_data / "policy" / "rules.yaml").read_text() + "\n# edited\n", encoding="utf-8")

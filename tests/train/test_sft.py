@@ -110,6 +110,10 @@ def test_merged_model_matches_base_plus_adapter_and_loads_with_plain_transformer
     ids = tok.apply_chat_template(MESSAGES, tokenize=True, return_dict=False, return_tensors="pt")
     with torch.no_grad():
         adapter_logits = model(input_ids=ids).logits
+    in_memory, _, _ = load_run(result.run_dir, merge=True)  # what eval generates with
+    assert not hasattr(in_memory, "peft_config")
+    with torch.no_grad():
+        torch.testing.assert_close(in_memory(input_ids=ids).logits, adapter_logits, rtol=1e-4, atol=1e-4)
     out = merge_run(result.run_dir, tmp_path / "merged").output
     merged = AutoModelForCausalLM.from_pretrained(out).eval()  # plain transformers, no peft
     merged_tok = AutoTokenizer.from_pretrained(out)

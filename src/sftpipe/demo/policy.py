@@ -159,16 +159,25 @@ def check_reply(reply: str, facts: dict, category: str, *, ask: bool | None = No
     return list(dict.fromkeys(out))
 
 
+def must_ask(facts: dict, category: str, user_turns: list[str]) -> bool:
+    """True if the next reply must ask for the order ID: the category needs one and no user turn so far quotes it.
+
+    >>> must_ask({"order_id": "HB-123456"}, "refund", ["I want my money back", "HB-123456"])
+    False
+    """
+    return bool(rules()["categories"][category]["order_id"] and facts.get("order_id")
+                and not any(facts["order_id"] in turn for turn in user_turns))
+
+
 def check_thread(record: dict) -> list[str]:
     """Rules broken by any assistant turn of an export record; a turn asks for the order ID iff no earlier user
     turn contains it."""
     facts, category = record["facts"], record["category"]
     out: list[str] = []
-    seen_user = ""
+    users: list[str] = []
     for m in record["messages"]:
         if m["role"] == "user":
-            seen_user += "\n" + m["content"]
+            users.append(m["content"])
         elif m["role"] == "assistant":
-            ask = bool(facts["order_id"]) and facts["order_id"] not in seen_user
-            out += check_reply(m["content"], facts, category, ask=ask)
+            out += check_reply(m["content"], facts, category, ask=must_ask(facts, category, users))
     return list(dict.fromkeys(out))

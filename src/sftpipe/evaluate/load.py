@@ -55,7 +55,7 @@ def load_run_model(run_dir: Path, checkpoint: str | None = None, *, label: str |
     from ..train.load import load_run  # the train stage owns the run format
 
     run_dir = Path(run_dir)
-    model, tokenizer, info = load_run(run_dir, checkpoint)
+    model, tokenizer, info = load_run(run_dir, checkpoint, merge=True)  # same function, faster generation
     ref = str(run_dir / "checkpoints" / checkpoint) if checkpoint else str(run_dir)
     return from_objects(label or checkpoint or "final", model, tokenizer, ref=ref, info=info,
                         train_on=_train_on(info))

@@ -49,7 +49,7 @@ class HarborPolicy:
     category the policy does not know (e.g. general instructions mixed into a held-out split)."""
 
     def check(self, text: str, item: EvalItem) -> tuple[list[str], list[str]]:
-        from ..demo.policy import check_reply, rules
+        from ..demo.policy import check_reply, must_ask, rules
 
         r = rules()
         if item.category not in r["categories"]:
@@ -60,7 +60,9 @@ class HarborPolicy:
         cat = r["categories"][item.category]
         applicable = [*r["global"]["must_not_contain"], *cat.get("must_not_contain", {}),
                       *cat.get("must_contain", {}), *r["fact_checks"]]
-        return list(dict.fromkeys(applicable)), check_reply(text, item.facts, item.category)
+        # a multi-turn prompt may already quote the order ID the ticket's first turn lacked
+        ask = must_ask(item.facts, item.category, [m.content for m in item.messages if m.role == "user"])
+        return list(dict.fromkeys(applicable)), check_reply(text, item.facts, item.category, ask=ask)
 
 
 def load_policy(path: str | None, kind: str = "auto") -> Policy | None:

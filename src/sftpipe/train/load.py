@@ -191,9 +191,10 @@ def load_base(info: dict[str, Any], tokenizer_size: int | None = None, *, dtype=
     return base
 
 
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype=None):
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype=None, merge: bool = False):
     """(model, tokenizer, run_info) of a run's final weights or one of its checkpoints (`checkpoint-<step>` or a
-    path): the base model plus the PEFT adapter, or the full weights. The model is in eval mode."""
+    path): the base model plus the PEFT adapter (folded into the base weights with `merge`, which makes inference
+    faster), or the full weights. The model is in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir)
@@ -204,6 +205,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_base(info, len(tokenizer), dtype=dtype), folder)
+        if merge:
+            model = model.merge_and_unload()
     elif (folder / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     else:
