@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -92,8 +93,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/render_bench.json")
     a = ap.parse_args()
     convs = conversations(a.n)
-    ours = [run_sftpipe(convs, a.max_length) for _ in range(a.repeat)]
-    theirs = [run_trl(convs, a.max_length) for _ in range(a.repeat)]
+    load_before = os.getloadavg()[0]
+    ours, theirs = [], []
+    for _ in range(a.repeat):  # interleaved, so a change in machine load hits both sides alike
+        ours.append(run_sftpipe(convs, a.max_length))
+        theirs.append(run_trl(convs, a.max_length))
     t_ours, examples, report = min(ours, key=lambda r: r[0])
     t_trl, trl_packed, trl_unpacked = min(theirs, key=lambda r: r[0])
     tokens = sum(len(e.input_ids) for e in examples)
@@ -111,6 +115,9 @@ def main() -> None:
                 "tokens_per_s": round(trl_tokens / t_trl), "packing_efficiency": round(trl_tokens / trl_slots, 4)},
         "ratio_throughput": round(t_trl / t_ours, 2),
         "masks_identical_first_200": f"{same}/200",
+        "machine": {"cpu_count": os.cpu_count(), "loadavg_1min_before": round(load_before, 2),
+                    "tokenizer_threads": os.environ.get("RAYON_NUM_THREADS", "all cores")},
+        "all_seconds": {"sftpipe": [round(r[0], 3) for r in ours], "trl": [round(r[0], 3) for r in theirs]},
     }
     print(json.dumps(result, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import load_config
-from .errors import ConfigError, SftpipeError
+# sftpipe shows its own progress (rich); transformers' per-load tqdm bars would interleave with it. =0 restores them.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from .config import load_config  # noqa: E402
+from .errors import ConfigError, SftpipeError  # noqa: E402
 
 app = typer.Typer(help="sftpipe: raw chat transcripts -> curated data -> fine-tuned, evaluated, servable model.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

@@ -56,3 +56,29 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
     summary = headline(metrics)
     assert summary["base"]["held-out loss"] is not None and summary["sft"]["held-out loss"] is not None
     assert (out / "runs" / "harbor" / "eval" / "report.html").stat().st_size > 0
+    written = json.loads((out / "summary.json").read_text())
+    assert written["sft"] == summary["sft"] and written["met"]["held-out loss"] in (True, False)
+
+
+def test_bars_are_judged_from_the_numbers():
+    from sftpipe.demo.run import verdicts
+
+    good = {"base": {"refund JSON schema-valid": 0.0, "policy violation rate": 0.9, "boilerplate opener rate": 0.3,
+                     "held-out loss": 2.5},
+            "sft": {"refund JSON schema-valid": 0.95, "policy violation rate": 0.1, "boilerplate opener rate": 0.0,
+                    "held-out loss": 1.2}}
+    assert set(verdicts(good).values()) == {True}
+    bad = {"base": good["base"], "sft": {**good["sft"], "refund JSON schema-valid": 0.89,
+                                         "policy violation rate": 0.19, "boilerplate opener rate": 0.01}}
+    assert verdicts(bad) == {"refund JSON schema-valid": False, "policy violation rate": False,
+                             "boilerplate opener rate": False, "held-out loss": True}
+    assert verdicts({"base": {}, "sft": {}})["held-out loss"] is None
+
+
+@pytest.mark.parametrize("name", ["sftpipe.demo.run", "sftpipe.demo.policy"])
+def test_doctests(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0 and result.attempted > 0

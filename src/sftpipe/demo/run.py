@@ -7,6 +7,7 @@ it, so any stage can be re-run by hand there (`cd OUT && sftpipe train -c sftpip
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -95,15 +96,40 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# what the demo must show (the issue's bars): metric -> (target as text, test on (base, sft))
+BARS: dict[str, tuple[str, Any]] = {
+    "refund JSON schema-valid": (">= 0.90", lambda b, s: s >= 0.90),
+    "policy violation rate": ("<= base / 5", lambda b, s: s * 5 <= b),
+    "boilerplate opener rate": ("0", lambda b, s: s == 0),
+    "held-out loss": ("< base", lambda b, s: s < b),
+}
+
+
+def verdicts(summary: dict[str, Any]) -> dict[str, bool | None]:
+    """Whether each bar in BARS is met (None where a number is missing).
+
+    >>> verdicts({"base": {"policy violation rate": 0.9}, "sft": {"policy violation rate": 0.2}})["policy violation rate"]
+    False
+    """
+    out: dict[str, bool | None] = {}
+    for key, (_, test) in BARS.items():
+        b, s = summary.get("base", {}).get(key), summary.get("sft", {}).get(key)
+        out[key] = None if b is None or s is None else bool(test(b, s))
+    return out
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
-    """Base vs SFT, one row per headline metric."""
+    """Base vs SFT, one row per headline metric, with its target and whether this run met it."""
     table = Table(title="Harbor demo: base vs SFT (held-out prompts)", title_justify="left")
-    for col in ("metric", "base", "SFT"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+    for col in ("metric", "base", "SFT", "change", "target", "met"):
+        table.add_column(col, justify="left" if col in ("metric", "target") else "right")
+    met = verdicts(summary)
+    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
     for key in summary.get("sft", {}):
         b, r = summary["base"].get(key), summary["sft"].get(key)
-        fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-        table.add_row(key, fmt(b), fmt(r))
+        change = "-" if b is None or r is None else f"{r - b:+.3f}"
+        verdict = {True: "yes", False: "NO", None: "-"}[met.get(key)]
+        table.add_row(key, fmt(b), fmt(r), change, BARS.get(key, ("delta reported",))[0], verdict)
     return table
 
 
@@ -137,6 +163,9 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
         evaluated = run_eval(cfg, trained.run_dir, log=console.log)
         seconds["eval"] = time.perf_counter() - t
     summary = headline(evaluated.metrics)
+    atomic_write_text(out_dir / "summary.json", json.dumps(
+        {**summary, "met": verdicts(summary), "targets": {k: v[0] for k, v in BARS.items()},
+         "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=2) + "\n")
     console.print(summary_table(summary))
     console.print(f"stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     console.print(f"report: {out_dir / evaluated.report_path}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from ..errors import ConfigError, ModelError
 from ..models import resolve_model
 
 LORA_LR, FULL_LR = 2e-4, 2e-5
+# peft reads the attribute transformers 5 renamed; the warning is theirs to fix and says nothing to our users
+warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
