@@ -10,6 +10,7 @@ from rich.progress import Progress
 
 from .conversation import Conversation
 from .errors import RecordError
+from .gcpause import no_cyclic_gc
 from .render import ChatRenderer, Example
 
 TRUNCATION = ("drop", "drop_oldest_turns", "truncate")
@@ -115,7 +116,7 @@ def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max
     examples: list[Example] = []
     rejects: list[dict] = []
     reasons: Counter[str] = Counter()
-    with Progress(disable=not progress, transient=True) as bar:
+    with no_cyclic_gc(), Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("render", total=total)
         for conv, rendered in _rendered(convs, renderer):
             bar.advance(task)

@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+from .gcpause import no_cyclic_gc
+
 IGNORE_INDEX = -100
 Overflow = Literal["error", "drop", "truncate"]
 OVERFLOW_POLICIES = ("error", "drop", "truncate")
@@ -186,16 +188,17 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
         raise ValueError(f"strategy={strategy!r}; allowed: {', '.join(STRATEGIES)}")
     bins = STRATEGIES[strategy]([len(ex["input_ids"]) for _, ex in kept], max_length)
     packs = []
-    for members in bins:
-        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
-        for k in members:
-            ex = kept[k][1]
-            n = len(ex["input_ids"])
-            row["input_ids"] += ex["input_ids"]
-            row["labels"] += [IGNORE_INDEX] + list(ex["labels"][1:])
-            row["position_ids"] += range(n)
-            row["seq_lens"].append(n)
-        packs.append(row)
+    with no_cyclic_gc():
+        for members in bins:
+            row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
+            for k in members:
+                ex = kept[k][1]
+                n = len(ex["input_ids"])
+                row["input_ids"] += ex["input_ids"]
+                row["labels"] += [IGNORE_INDEX] + list(ex["labels"][1:])
+                row["position_ids"] += range(n)
+                row["seq_lens"].append(n)
+            packs.append(row)
     tokens = sum(sum(p["seq_lens"]) for p in packs)
     slots = len(packs) * max_length
     report = PackReport(strategy, len(kept), len(packs), tokens, slots, tokens / slots if slots else 0.0,
