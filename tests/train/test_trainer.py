@@ -50,6 +50,32 @@ def test_trained_positions_loss_equals_the_models_own_loss(make_cfg):
         torch.testing.assert_close(full, ours, rtol=1e-5, atol=1e-4)
 
 
+def test_chunked_loss_gives_the_same_loss_and_gradients(make_cfg, monkeypatch):
+    import sftpipe.train.trainer as trainer_module
+
+    cfg = make_cfg()
+    renderer = build_renderer(cfg)
+    model = _model(cfg, renderer).eval()  # LoRA: the output layer is frozen, so the loss is chunked
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples(cfg, renderer, 6)]
+    batch = PaddedCollator(2)(rows)
+    head = TrainedPositions(model)
+    assert head.chunked
+    monkeypatch.setattr(trainer_module, "LOSS_CHUNK", 7)  # several chunks, the last one short
+    results = []
+    for chunked in (True, False):
+        head.chunked = chunked
+        model.zero_grad()
+        loss, n = token_loss_sum(model, batch, head)
+        loss.backward()
+        results.append((loss.detach(), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
+    (chunked_loss, n1, g1), (whole_loss, n2, g2) = results
+    assert n1 == n2 > 7
+    torch.testing.assert_close(chunked_loss, whole_loss, rtol=1e-5, atol=1e-4)
+    assert g1.keys() == g2.keys() and any(g.abs().sum() > 0 for g in g1.values())
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k], rtol=1e-4, atol=1e-6)
+
+
 def _snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 

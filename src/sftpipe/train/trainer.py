@@ -3,7 +3,8 @@
 `TrainedPositions` makes the output layer (lm_head) see only the hidden states of positions whose next token is
 trained, through a forward pre-hook, so the [tokens x vocab] logits are never built for prompts or padding. The
 hook runs inside the model's own forward, so DDP/FSDP wrapping, autocast and logit post-processing (soft-capping)
-still apply. The loss is summed and divided by the trained-token count of the whole accumulated (and, under DDP,
+still apply. When the lm_head is frozen and has no post-processing (LoRA on most models), the logits are built
+in chunks inside the loss, each chunk's gradient computed on the spot, so peak memory holds one chunk of them. The loss is summed and divided by the trained-token count of the whole accumulated (and, under DDP,
 all-process) batch, so gradient accumulation and N processes give the gradient of one big batch.
 """
 
@@ -40,14 +41,66 @@ def trained_index(labels: torch.Tensor) -> torch.Tensor:
     return (shift_targets(labels).reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
 
 
+LOSS_CHUNK = 256  # trained positions per lm_head + cross-entropy chunk
+
+
+class _FrozenLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time, for a frozen
+    `weight`: the gradient for `hidden` is computed chunk by chunk in the forward pass, so no logits outlive
+    their chunk and nothing is recomputed in backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk):
+        grad = torch.zeros_like(hidden) if hidden.requires_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, hidden.shape[0], chunk):
+            t = targets[s:s + chunk]
+            logits = (hidden[s:s + chunk].to(weight.dtype) @ weight.t()).float()
+            keep = t != IGNORE_INDEX
+            safe = torch.where(keep, t, 0)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += ((lse - logits.gather(1, safe[:, None])[:, 0]) * keep).sum()
+            if grad is not None:  # d loss / d logits = softmax - one_hot(target), zero on ignored rows
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(len(t), device=t.device), safe] -= 1
+                probs.mul_(keep[:, None])
+                grad[s:s + chunk] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None, None
+
+
+def chunked_cross_entropy(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor,
+                          chunk: int = LOSS_CHUNK) -> torch.Tensor:
+    """Sum of cross-entropy of `head(hidden)` (a frozen, bias-free Linear) against `targets`, at most `chunk`
+    rows of logits at a time; in the autocast dtype when autocast is on, as `head(hidden)` would be."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+    with torch.autocast(device_type=device, enabled=False):
+        return _FrozenLinearCrossEntropy.apply(hidden, head.weight.to(dtype), targets, chunk)
+
+
 class TrainedPositions:
-    """A forward pre-hook on the output layer that keeps only the hidden states at `index` (set per call)."""
+    """A forward pre-hook on the output layer that keeps only the hidden states at `index` (set per call).
+
+    When the output layer is frozen and the model does nothing to its logits after it (no soft-capping), the hook
+    instead hands the output layer nothing and keeps the selected hidden states, and the loss computes the logits
+    itself in chunks (`chunked_cross_entropy`): the same loss without the whole [positions x vocab] logits.
+    """
 
     def __init__(self, model: torch.nn.Module):
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head); fix: set "
                              "train.loss_positions=all")
+        self.head = head
+        self.chunked = (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+                        and not getattr(model.config, "final_logit_softcapping", None))
+        self.hidden: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
         self._positions = 0
         self._handle = head.register_forward_pre_hook(self._select)
@@ -59,7 +112,11 @@ class TrainedPositions:
         if hidden.shape[0] * hidden.shape[1] != self._positions:
             raise RuntimeError(f"lm_head got hidden states {tuple(hidden.shape)} for {self._positions} positions; "
                                "this model slices positions before its lm_head, fix: set train.loss_positions=all")
-        return (hidden.flatten(0, 1).index_select(0, self._index).unsqueeze(0), *args[1:])
+        selected = hidden.flatten(0, 1).index_select(0, self._index).unsqueeze(0)
+        if self.chunked:
+            self.hidden = selected
+            return (selected[:, :0], *args[1:])
+        return (selected, *args[1:])
 
     @contextlib.contextmanager
     def select(self, index: torch.Tensor, positions: int):
@@ -90,6 +147,9 @@ def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None)
         with head.select(index, targets.numel()):
             logits = model(**inputs).logits
         picked, n = targets.index_select(0, index), index.numel()
+        if head.chunked:
+            hidden, head.hidden = head.hidden, None
+            return chunked_cross_entropy(head.head, hidden[0], picked.to(hidden.device), LOSS_CHUNK), n
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), picked.to(logits.device),
                            ignore_index=IGNORE_INDEX, reduction="sum")
     return loss, n
