@@ -10,12 +10,13 @@ in its own subprocess with the same environment (allocator settings included) an
 - peak RSS: VmHWM from /proc/self/status at the end of the process;
 - the loss per step.
 
-Sides: `sftpipe` (defaults: length-grouped padded batches, lm_head + loss on trained positions only, bf16 autocast
-where the CPU has avx512_bf16/AMX), `trl-default` (TRL defaults: padded batches of 8, gradient checkpointing, bf16),
+Sides: `sftpipe` (defaults: length-grouped padded batches of <= 768 token slots at widths rounded up to 64, lm_head +
+loss on trained positions only and in chunks, bf16 autocast where the CPU has avx512_bf16/AMX), `trl-default` (TRL defaults: padded batches of 8, gradient checkpointing, bf16),
 `trl-packed` (TRL's best on CPU: packing, batch 1, no checkpointing, bf16), and `sftpipe-fp32` (the precision check:
 same run in fp32, compared for speed and loss curve).
 
     .venv/bin/python bench/train_bench.py [--n 48] [--sides sftpipe,trl-default,trl-packed,sftpipe-fp32]
+        [--set train.max_tokens=512 ...]   (config overrides for the sftpipe sides, e.g. for a sweep)
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _measure(timer, log_history) -> dict:
             "tokens_per_cpu_s": round((n_end - n1) / (c_end - c1), 1), "losses": losses}
 
 
-def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str, max_tokens: int | None) -> dict:
+def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str, overrides: list[str]) -> dict:
     from sftpipe.config import load_config
     from sftpipe.train import sft
 
@@ -80,8 +81,7 @@ def worker_sftpipe(data: Path, out_dir: Path, batch_size: int, precision: str, m
         "train.epochs=1", f"train.batch_size={batch_size}", "train.grad_accum=1", f"train.lr={LR}",  # TRL: 1
         "train.warmup_ratio=0.05", f"train.seed={SEED}", "train.save_steps=100000", "train.report_to=none",
         "train.logging_steps=1", f"train.precision={precision}", "train.parity_examples=0",
-        f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}", f"lora.dropout={LORA['dropout']}"]
-        + ([f"train.max_tokens={max_tokens}"] if max_tokens else []))
+        f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}", f"lora.dropout={LORA['dropout']}", *overrides])
     original = sft._callbacks
     sft._callbacks = lambda *a, **k: original(*a, **k) + [timer]
     result = sft.run(cfg, progress=False)
@@ -121,11 +121,11 @@ def worker_trl(data: Path, out_dir: Path, packed: bool) -> dict:
             "bf16": args.bf16}
 
 
-def worker(side: str, data: Path, out: Path, batch_size: int, max_tokens: int | None) -> None:
+def worker(side: str, data: Path, out: Path, batch_size: int, overrides: list[str]) -> None:
     sys.path.insert(0, str(HERE))
     with tempfile.TemporaryDirectory() as d:
         if side.startswith("sftpipe"):
-            res = worker_sftpipe(data, Path(d), batch_size, "fp32" if side == "sftpipe-fp32" else "auto", max_tokens)
+            res = worker_sftpipe(data, Path(d), batch_size, "fp32" if side == "sftpipe-fp32" else "auto", overrides)
         else:
             res = worker_trl(data, Path(d), packed=side == "trl-packed")
     res["peak_rss_mb"] = round(vmhwm_mb(), 1)
@@ -150,7 +150,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8, help="sftpipe max rows per micro-batch (train.batch_size)")
-    ap.add_argument("--max-tokens", type=int, help="sftpipe train.max_tokens (default: sftpipe's CPU default)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for the sftpipe sides (e.g. train.max_tokens=512); repeatable")
     ap.add_argument("--sides", default="sftpipe,trl-default,trl-packed,sftpipe-fp32")
     ap.add_argument("--out", default=str(HERE / "results" / "train_bench.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -158,7 +159,7 @@ def main() -> None:
     ap.add_argument("--result", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        return worker(a.worker, Path(a.data), Path(a.result), a.batch_size, a.max_tokens)
+        return worker(a.worker, Path(a.data), Path(a.result), a.batch_size, a.set)
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "bench.jsonl"
         make_data(a.n, data)
@@ -169,7 +170,7 @@ def main() -> None:
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--worker", side, "--data", str(data), "--result",
                                    str(out), "--batch-size", str(a.batch_size)]
-                                  + (["--max-tokens", str(a.max_tokens)] if a.max_tokens else []), env=env, capture_output=True,
+                                  + [arg for kv in a.set for arg in ("--set", kv)], env=env, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{side} failed:\n{proc.stderr[-4000:]}")
@@ -177,6 +178,7 @@ def main() -> None:
             print(f"{side}: {sides[side]['tokens_per_s']} tokens/s, peak RSS {sides[side]['peak_rss_mb']} MiB",
                   flush=True)
     result = {"model": "SmolLM2-135M-Instruct", "conversations": a.n, "max_length": MAX_LENGTH, "lora": LORA,
+              "sftpipe_overrides": a.set,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "allocator_env": {k: v for k, v in env.items() if k.startswith(("MALLOC", "LD_PRELOAD",
                                                                                          "OMP", "MKL"))}},

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import torch
 from transformers import DataCollatorWithFlattening
 
+from .pack import round_up
+
 IGNORE_INDEX = -100
 
 
@@ -110,7 +112,7 @@ class PaddedCollator:
             rows.append((ids, labels))
         width = max(len(ids) for ids, _ in rows)
         if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            width = round_up(width, self.pad_to_multiple_of)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

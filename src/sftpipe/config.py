@@ -73,7 +73,9 @@ class TrainConfig(Section):
     max_steps: int = Field(-1, ge=-1)  # > 0: stop after this many optimizer steps (overrides epochs)
     batch_size: int = Field(8, ge=1)  # max rows per device per micro-batch (padded: sequences; packed: packs)
     max_tokens: int | None = Field(None, ge=16)  # padded: max token slots (rows x longest) per micro-batch;
-    # default 768 on a CPU (peak ~2.7 GB for SmolLM2-135M LoRA), no cap on a GPU
+    # default 768 on a CPU (peak ~2.5 GB for SmolLM2-135M LoRA), no cap on a GPU
+    pad_to_multiple_of: int | None = Field(None, ge=1)  # padded: row width rounded up to a multiple of this;
+    # default 64 for bf16 on a CPU (bounds the shapes oneDNN compiles and caches kernels for), 8 on a GPU, else 1
     grad_accum: int = Field(8, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)

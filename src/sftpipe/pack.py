@@ -206,10 +206,20 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
     return packs, report
 
 
+def round_up(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple of `multiple` (the padded width of a row of `n` tokens).
+
+    >>> round_up(65, 64), round_up(64, 64), round_up(5, 1)
+    (128, 64, 5)
+    """
+    return -(-n // multiple) * multiple
+
+
 def group_by_length(examples: list[dict], *, batch_size: int, max_length: int | None = None, seed: int = 0,
-                    overflow: Overflow = "error") -> tuple[list[list[int]], PackReport]:
+                    overflow: Overflow = "error", multiple: int = 1) -> tuple[list[list[int]], PackReport]:
     """Group example indices into padded batches of similar length: sort by length, chunk by `batch_size`,
-    shuffle the batch order with `seed`. Indices refer to `examples`.
+    shuffle the batch order with `seed`. Indices refer to `examples`; padded slots are counted at widths rounded
+    up to `multiple` (collate with the same `pad_to_multiple_of`).
 
     With `overflow="truncate"`, long examples are listed uncut: collate with `PaddedCollator(max_length=...)`
     using the same `max_length`, which cuts them exactly as counted here.
@@ -227,7 +237,7 @@ def group_by_length(examples: list[dict], *, batch_size: int, max_length: int | 
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     random.Random(seed).shuffle(batches)
     tokens = sum(lengths.values())
-    slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    slots = sum(len(b) * round_up(max(lengths[i] for i in b), multiple) for b in batches)
     report = PackReport("group_by_length", len(kept), len(batches), tokens, slots,
                         tokens / slots if slots else 0.0, counts, dropped)
     return batches, report

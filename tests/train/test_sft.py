@@ -44,6 +44,8 @@ def test_run_json_records_config_data_template_masks_versions_and_metrics(llama3
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["config"] == cfg.model_dump(mode="json") and info["status"] == "complete"
     assert info["mode"] == "lora" and info["base_model"] == str(cfg.model.name)
+    assert info["batching"] == "padded"  # the CPU default, at widths by precision:
+    assert info["pad_to_multiple_of"] == {"bf16": 64, "fp32": 1}[info["precision"]]
     records = [json.loads(x) for x in (data_dir / "train.jsonl").read_text().splitlines()]
     assert info["data"]["train_hash"] == content_hash(records)  # the curate report's definition
     saved = json.loads((result.run_dir / "tokenizer_config.json").read_text())

@@ -10,6 +10,7 @@ accelerate launch (DDP; gloo on CPU, NCCL on GPU; FSDP via train.fsdp).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -26,14 +27,14 @@ from ..stages.render import build_renderer
 from .callbacks import CheckpointMarker, RichProgress, latest_checkpoint, remove_partial
 from .card import write_card
 from .data import (HASH_DEFINITION, ItemCollator, ItemDataset, end_of_turn_ids, load_split, resolve_batching,
-                   resolve_max_tokens)
+                   resolve_max_tokens, resolve_pad_multiple)
 from .load import check_mode, choose_precision, device_kind, learning_rate, load_for_training, read_run_info
 from .runinfo import effective_batch, generation_config, git_commit, versions
 
 # Keys that must not change between a run and its --resume (anything else, e.g. logging, may).
 RESUME_KEYS = {"model": None, "template": None, "render": None, "lora": None,
                "train": ("mode", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "max_tokens",
-                         "grad_accum", "weight_decay", "seed", "batching", "loss_positions")}
+                         "pad_to_multiple_of", "grad_accum", "weight_decay", "seed", "batching", "loss_positions")}
 
 
 @dataclass
@@ -151,10 +152,10 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     renderer = build_renderer(cfg)
     tokenizer = renderer.tokenizer
     max_tokens = resolve_max_tokens(tcfg.max_tokens, device)
-    train = load_split(cfg, renderer, "train", batching=batching, seed=tcfg.seed, max_tokens=max_tokens,
-                       progress=progress and main)
-    evals = load_split(cfg, renderer, "eval", batching=batching, seed=tcfg.seed, max_tokens=max_tokens,
-                       progress=progress and main)
+    pad_multiple = resolve_pad_multiple(tcfg.pad_to_multiple_of, device, precision)
+    split = functools.partial(load_split, cfg, renderer, batching=batching, seed=tcfg.seed, max_tokens=max_tokens,
+                              pad_multiple=pad_multiple, progress=progress and main)
+    train, evals = split("train"), split("eval")
     hashes = {"train_hash": train.hash, "eval_hash": evals.hash if evals else None}
     old = read_run_info(run_dir) if resume else None
     if old is not None:
@@ -172,7 +173,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         "base_model": cfg.model.name if cfg.model.name in EMBEDDED else str(Path(cfg.model.name).resolve()),
         "mode": tcfg.mode, "device": device, "precision": precision, "batching": batching, "world_size": world,
         "learning_rate": lr, "effective_batch": effective_batch(train.items, tcfg.grad_accum, world),
-        "micro_batch_max_tokens": max_tokens,
+        "micro_batch_max_tokens": max_tokens, "pad_to_multiple_of": pad_multiple if batching == "padded" else None,
         "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": {**hashes, "hash_definition": HASH_DEFINITION, "train": train.summary(),
@@ -209,7 +210,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
               f"(batch_size {tcfg.batch_size} x grad_accum {tcfg.grad_accum} x {world})", flush=True)
     trainer = SftTrainer(model=model, args=args, train_dataset=ItemDataset(train.items),
                          eval_dataset=ItemDataset(evals.items) if evals else None,
-                         data_collator=ItemCollator(batching, pad_id), loss_positions=tcfg.loss_positions,
+                         data_collator=ItemCollator(batching, pad_id, pad_multiple), loss_positions=tcfg.loss_positions,
                          callbacks=_callbacks(tcfg, run_dir, progress, has_eval))
     from transformers import PrinterCallback
 

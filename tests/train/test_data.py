@@ -1,0 +1,37 @@
+"""Micro-batches for training: length-grouped padded items keep their token budget at bucketed widths."""
+
+from __future__ import annotations
+
+import random
+
+from sftpipe.render import Example
+from sftpipe.train.data import ItemCollator, make_items, resolve_pad_multiple
+
+
+def _examples(lengths: list[int]) -> list[Example]:
+    return [Example(list(range(1, n + 1)), [-100] + list(range(2, n + 1)), "") for n in lengths]
+
+
+def test_padded_items_are_widened_to_the_multiple_and_keep_the_token_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 300) for _ in range(200)]
+    items, report = make_items(_examples(lengths), batching="padded", batch_size=8, max_length=512,
+                               max_tokens=256, pad_multiple=64)
+    collate = ItemCollator("padded", pad_token_id=0, pad_multiple=64)
+    widths, slots, seen = set(), 0, []
+    for item in items:
+        batch = collate([item])
+        rows, width = batch["input_ids"].shape
+        widths.add(width)
+        slots += rows * width
+        assert width % 64 == 0
+        assert rows == 1 or rows * width <= 256, (rows, width)  # rounded widths count against the budget
+        seen += [len(r["input_ids"]) for r in item["rows"]]
+    assert sorted(seen) == sorted(lengths)  # every example once
+    assert report.slots == slots and report.tokens == sum(lengths)
+    assert widths <= {64, 128, 192, 256, 320}  # 5 shapes instead of one per length
+
+
+def test_pad_multiple_defaults_by_device_and_precision_and_an_explicit_value_wins():
+    assert resolve_pad_multiple(None, "cpu", "bf16") == 64 and resolve_pad_multiple(None, "cpu", "fp32") == 1
+    assert resolve_pad_multiple(None, "cuda", "bf16") == 8 and resolve_pad_multiple(1, "cpu", "bf16") == 1
