@@ -35,3 +35,12 @@ def test_padded_items_are_widened_to_the_multiple_and_keep_the_token_budget():
 def test_pad_multiple_defaults_by_device_and_precision_and_an_explicit_value_wins():
     assert resolve_pad_multiple(None, "cpu", "bf16") == 64 and resolve_pad_multiple(None, "cpu", "fp32") == 1
     assert resolve_pad_multiple(None, "cuda", "bf16") == 8 and resolve_pad_multiple(1, "cpu", "bf16") == 1
+
+
+def test_doctests():
+    import doctest
+
+    import sftpipe.train.data
+
+    result = doctest.testmod(sftpipe.train.data)
+    assert result.attempted >= 5 and result.failed == 0

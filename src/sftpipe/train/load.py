@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ConfigError, ModelError
 from ..models import resolve_model
+from .dropout import lean_dropout
 
 LORA_LR, FULL_LR = 2e-4, 2e-5
 # peft reads the attribute transformers 5 renamed; the warning is theirs to fix and says nothing to our users
@@ -96,26 +97,6 @@ def upcast_all_but_linears(model) -> int:
     return moved
 
 
-class BoolMaskDropout(torch.nn.Dropout):
-    """nn.Dropout that keeps a 1-byte mask for backward (native_dropout) instead of a float mask: the same
-    distribution, a quarter of the memory per LoRA module on CPU."""
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        return torch.native_dropout(x, self.p, True)[0]
-
-
-def _lean_dropout(model) -> None:
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if drops is None:
-            continue
-        for name, drop in list(drops.items()):
-            if type(drop) is torch.nn.Dropout and drop.p > 0:
-                drops[name] = BoolMaskDropout(drop.p)
-
-
 def load_for_training(cfg, tokenizer, added_tokens: list[str], *, device: str, precision: str,
                       local_rank: int = 0):
     """The model to train: the base (resized for added template tokens), wrapped in a LoRA adapter unless full.
@@ -156,7 +137,8 @@ def load_for_training(cfg, tokenizer, added_tokens: list[str], *, device: str, p
                              target_modules=lcfg.target_modules, use_rslora=lcfg.use_rslora, bias="none",
                              task_type="CAUSAL_LM", trainable_token_indices=new_ids or None)
     model = get_peft_model(model, peft_config)
-    _lean_dropout(model)
+    if device == "cpu":  # on CUDA, nn.Dropout already draws fast and keeps a bool mask
+        lean_dropout(model, autocast=precision == "bf16")
     return model
 
 
