@@ -10,8 +10,9 @@ in its own subprocess with the same environment (allocator settings included) an
 - peak RSS: VmHWM from /proc/self/status at the end of the process;
 - the loss per step.
 
-Sides: `sftpipe` (defaults: length-grouped padded batches of <= 768 token slots at widths rounded up to 64, lm_head +
-loss on trained positions only and in chunks, bf16 autocast where the CPU has avx512_bf16/AMX), `trl-default` (TRL defaults: padded batches of 8, gradient checkpointing, bf16),
+Sides: `sftpipe` (defaults: length-grouped padded batches of <= 768 token slots at widths rounded up to 64,
+lm_head + loss on trained positions only and in chunks, lean LoRA dropout, bf16 autocast where the CPU has
+avx512_bf16/AMX), `trl-default` (TRL defaults: padded batches of 8, gradient checkpointing, bf16),
 `trl-packed` (TRL's best on CPU: packing, batch 1, no checkpointing, bf16), and `sftpipe-fp32` (the precision check:
 same run in fp32, compared for speed and loss curve).
 
