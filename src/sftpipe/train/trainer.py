@@ -4,8 +4,9 @@
 trained, through a forward pre-hook, so the [tokens x vocab] logits are never built for prompts or padding. The
 hook runs inside the model's own forward, so DDP/FSDP wrapping, autocast and logit post-processing (soft-capping)
 still apply. When the lm_head is frozen and has no post-processing (LoRA on most models), the logits are built
-in chunks inside the loss, each chunk's gradient computed on the spot, so peak memory holds one chunk of them. The loss is summed and divided by the trained-token count of the whole accumulated (and, under DDP,
-all-process) batch, so gradient accumulation and N processes give the gradient of one big batch.
+in chunks inside the loss, each chunk's gradient computed on the spot, so peak memory holds one chunk of them.
+The loss is summed and divided by the trained-token count of the whole accumulated (and, under DDP, all-process)
+batch, so gradient accumulation and N processes give the gradient of one big batch.
 """
 
 from __future__ import annotations
