@@ -23,14 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from train_bench import status_mb
+
 HERE = Path(__file__).resolve().parent
-
-
-def _status(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def worker(multiple: int, steps: int, seed: int) -> dict:
@@ -63,11 +58,11 @@ def worker(multiple: int, steps: int, seed: int) -> dict:
         del loss, batch
         gc.collect()
         libc.malloc_trim(0)
-        resident.append(_status("RssAnon"))
+        resident.append(status_mb("RssAnon"))
     return {"pad_to_multiple_of": multiple, "precision": precision, "steps": steps, "distinct_widths": len(widths),
             "growth_mb_per_step": round((resident[-1] - resident[4]) / (steps - 5), 2),
             "resident_mb_first_last": [round(resident[0]), round(resident[-1])],
-            "peak_rss_mb": round(_status("VmHWM"), 1), "s_per_step": round((time.perf_counter() - t0) / steps, 2)}
+            "peak_rss_mb": round(status_mb("VmHWM"), 1), "s_per_step": round((time.perf_counter() - t0) / steps, 2)}
 
 
 def main() -> None:

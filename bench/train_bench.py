@@ -37,10 +37,10 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 LR, SEED, MAX_LENGTH = 2e-4, 42, 1024
 
 
-def vmhwm_mb() -> float:
-    """Peak resident set size of this process (VmHWM), in MiB."""
+def status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB: VmHWM (peak resident set size), RssAnon, ..."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -129,7 +129,7 @@ def worker(side: str, data: Path, out: Path, batch_size: int, overrides: list[st
             res = worker_sftpipe(data, Path(d), batch_size, "fp32" if side == "sftpipe-fp32" else "auto", overrides)
         else:
             res = worker_trl(data, Path(d), packed=side == "trl-packed")
-    res["peak_rss_mb"] = round(vmhwm_mb(), 1)
+    res["peak_rss_mb"] = round(status_mb("VmHWM"), 1)
     out.write_text(json.dumps(res))
 
 

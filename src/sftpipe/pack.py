@@ -236,8 +236,18 @@ def group_by_length(examples: list[dict], *, batch_size: int, max_length: int | 
     order = sorted(lengths, key=lambda i: (lengths[i], i))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     random.Random(seed).shuffle(batches)
+    return batches, padded_report("group_by_length", lengths, batches, multiple, counts, dropped)
+
+
+def padded_report(strategy: str, lengths: dict[int, int], batches: list[list[int]], multiple: int,
+                  overflow: dict[str, int], dropped: list[tuple[int, str]]) -> PackReport:
+    """The PackReport of padded `batches` (indices into `lengths`), each row as wide as the batch's longest,
+    rounded up to `multiple`.
+
+    >>> padded_report("x", {0: 3, 1: 5, 2: 4}, [[0, 1], [2]], 4, {}, []).slots
+    20
+    """
     tokens = sum(lengths.values())
     slots = sum(len(b) * round_up(max(lengths[i] for i in b), multiple) for b in batches)
-    report = PackReport("group_by_length", len(kept), len(batches), tokens, slots,
-                        tokens / slots if slots else 0.0, counts, dropped)
-    return batches, report
+    return PackReport(strategy, len(lengths), len(batches), tokens, slots, tokens / slots if slots else 0.0,
+                      overflow, dropped)

@@ -19,7 +19,7 @@ from ..collate import PackedCollator, PaddedCollator
 from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
 from ..dataset import MaskReport, build_examples
 from ..errors import ConfigError
-from ..pack import PackReport, apply_overflow, group_by_length, pack, round_up
+from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
 from ..readers import _rows, read_conversations
 from ..render import ChatRenderer, Example
 from .trainer import trained_index
@@ -132,11 +132,8 @@ def _padded(rows: list[dict], batch_size: int, max_tokens: int, max_length: int,
     kept, counts, dropped = apply_overflow(rows, max_length, overflow)
     lengths = {i: len(ex["input_ids"]) for i, ex in kept}
     groups = budget_groups(lengths, batch_size=batch_size, max_tokens=max_tokens, seed=seed, multiple=multiple)
-    tokens = sum(lengths.values())
-    slots = sum(len(g) * round_up(max(lengths[i] for i in g), multiple) for g in groups)
-    report = PackReport("group_by_length_budget", len(kept), len(groups), tokens, slots,
-                        tokens / slots if slots else 0.0, counts, dropped)
     cut = dict(kept)
+    report = padded_report("group_by_length_budget", lengths, groups, multiple, counts, dropped)
     return [{"rows": [cut[i] for i in g]} for g in groups], report
 
 
