@@ -10,7 +10,7 @@ import pytest
 from sftpipe.conversation import Conversation, Message
 from sftpipe.curate.base import Drop
 from sftpipe.curate.config import CurateConfig, PolicyConfig
-from sftpipe.curate.policy import Policy, lookup
+from sftpipe.curate.policy import Policy
 from sftpipe.errors import ConfigError
 
 RULES = """
@@ -98,6 +98,20 @@ def test_only_configured_roles_are_checked(stage):
                                            "category": "order_status"}
 
 
+def test_json_is_found_by_the_eval_rule_not_only_in_json_fences(stage):
+    # curate used to read only ```json blocks; it now uses sftpipe.checks' one rule, as eval does
+    bare = f"Your refund is on its way. {WARN} Offer: " + '{"amount": "20.0", "currency": "USD"}'
+    assert stage.process(conv(bare))[0].details == {"index": 1, "block": 0, "error": "'20.0' is not of type 'number'",
+                                                    "at": "amount"}
+    assert stage.process(conv(offer(40.0).replace("```json", "```")))[0].reason == "fact_mismatch"
+    cut = f"Your refund is on its way. {WARN}\n\n```json\n" + '{"amount": 20.0, "cur'  # a cut-off reply
+    out = stage.process(conv(cut))[0]
+    assert out.reason == "schema_invalid" and "not JSON" in out.details["error"]
+    extra = offer(20.0) + ' Reference: {"ticket": 7}'  # every JSON value must validate
+    assert stage.process(conv(extra))[0].details == {"index": 1, "block": 1, "error": "'amount' is a required property",
+                                                     "at": "(root)"}
+
+
 def test_broken_json_without_a_schema_is_not_a_fact_mismatch(tmp_path):
     stage = Policy(PolicyConfig(enabled=True, expected_fields={"amount": "facts.refund_amount"}))
     assert not isinstance(stage.process(conv(offer(None, raw="{'amount': 99}")))[0], Drop)
@@ -113,7 +127,3 @@ def test_config_and_file_errors_come_first(tmp_path):
     with pytest.raises(ConfigError, match="not a valid JSON Schema"):
         Policy(PolicyConfig(enabled=True, json_schema=str(tmp_path / "bad.json")))
 
-
-def test_lookup_walks_dotted_paths():
-    assert lookup({"a": {"b": {"c": 0}}}, "a.b.c") == 0
-    assert lookup({"a": [1]}, "a.b") is None

@@ -9,11 +9,11 @@ import textwrap
 import pytest
 
 from sftpipe.conversation import Message
+from sftpipe.demo.policy import PLUGINS, HarborPolicy
 from sftpipe.errors import ConfigError
 from sftpipe.evaluate.config import EvalSetConfig
 from sftpipe.evaluate.items import EvalItem, load_items
 from sftpipe.evaluate.score import (
-    HarborPolicy,
     RulesPolicy,
     check_reply,
     combined_score,
@@ -47,6 +47,7 @@ def policy(tmp_path) -> RulesPolicy:
     path.write_text(RULES, encoding="utf-8")
     p = load_policy(str(path))
     assert isinstance(p, RulesPolicy)
+    assert isinstance(load_policy(str(path), plugins=PLUGINS), RulesPolicy)  # a generic file stays generic
     return p
 
 
@@ -83,8 +84,9 @@ def test_checks_on_hand_made_replies(policy):
 def test_harbor_policy_on_reference_and_broken_replies(demo_data):
     items = load_items(EvalSetConfig(name="rt", path=str(demo_data / "eval" / "redteam.jsonl")))
     refund = next(it for it in items if it.meta["expect"]["refund_offer"])
-    harbor = load_policy(str(demo_data / "policy" / "rules.yaml"))
+    harbor = load_policy(str(demo_data / "policy" / "rules.yaml"), plugins=PLUGINS)
     assert isinstance(harbor, HarborPolicy)
+    assert isinstance(load_policy(str(demo_data / "policy" / "rules.yaml"), "harbor", plugins=PLUGINS), HarborPolicy)
     applicable, violated = harbor.check(refund.target, refund)
     assert violated == [] and "instant_refund" in applicable and "refund_amount_wrong" in applicable
     broken = refund.target.replace(f'"amount": {refund.facts["refund_amount"]}', '"amount": 1.0') + \
@@ -117,11 +119,24 @@ def test_harbor_policy_refuses_edited_rules(demo_data, tmp_path):
     edited = tmp_path / "rules.yaml"
     edited.write_text((demo_data / "policy" / "rules.yaml").read_text() + "\n# edited\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="policy: rules"):
-        load_policy(str(edited))
+        load_policy(str(edited), plugins=PLUGINS)
     assert load_policy(None) is None
-    assert isinstance(load_policy(None, "harbor"), HarborPolicy)  # the shipped rules need no file
+    assert load_policy(None, plugins=PLUGINS) is None
+    assert isinstance(load_policy(None, "harbor", plugins=PLUGINS), HarborPolicy)  # the shipped rules need no file
     with pytest.raises(ConfigError, match="eval.rules"):
         load_policy(None, "rules")
+
+
+def test_load_policy_without_the_plugin_names_file_kinds_and_fix(demo_data):
+    shipped = str(demo_data / "policy" / "rules.yaml")
+    with pytest.raises(ConfigError) as err:  # the library knows only the generic format
+        load_policy(shipped)
+    msg = str(err.value)
+    assert shipped in msg and "'rules:' list" in msg and "allowed kinds: auto, rules" in msg and "fix:" in msg
+    with pytest.raises(ConfigError, match="'harbor' is not a known policy kind.*allowed here: auto, rules"):
+        load_policy(None, "harbor")
+    with pytest.raises(ConfigError, match="2 plug-in kinds, not one"):
+        load_policy(shipped, plugins={**PLUGINS, "other": PLUGINS["harbor"]})
 
 
 def test_items_from_harbor_files_carry_schema_and_expected(demo_data):

@@ -1,8 +1,10 @@
 """The Harbor Support policy as code: `check_reply` returns the rules a reply breaks, given the ticket's facts.
 
 The rules and phrases come from assets/rules.yaml, the refund JSON Schema from assets/refund_offer.schema.json;
-policy.md is the same policy in prose. The generator uses this to prove its gold replies are clean and its
-policy noise is caught; the eval stage can reuse it on model outputs.
+policy.md is the same policy in prose. A reply's refund JSON is found by the one rule of `sftpipe.checks` (the one
+curate and eval use). The generator uses this to prove its gold replies are clean and its policy noise is caught;
+the eval stage uses it on model outputs through the `harbor` plug-in (`PLUGINS`, for
+`sftpipe.evaluate.score.load_policy`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from jsonschema import Draft202012Validator
+
+from ..checks import find_json, schema_validator
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..evaluate.items import EvalItem
 
 ASSET_NAMES = ("policy.md", "refund_offer.schema.json", "rules.yaml", "curate_rules.yaml")
 
@@ -40,8 +49,7 @@ def refund_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
-    Draft202012Validator.check_schema(refund_schema())
-    return Draft202012Validator(refund_schema())
+    return schema_validator(refund_schema())
 
 
 LIMITS: dict[str, Any] = rules()["limits"]
@@ -53,13 +61,17 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def split_refund_json(reply: str) -> tuple[list[str], str]:
-    """Split a reply into its ```json block bodies and the prose around them.
+    """Split a reply into its JSON candidates' text (`sftpipe.checks.find_json`) and the prose around them.
 
     >>> split_refund_json('Done.\\n\\n```json\\n{"a": 1}\\n```\\n\\nBye.')
     (['{"a": 1}\\n'], 'Done.\\n\\n\\n\\nBye.')
     """
-    pattern = re.compile(rules()["refund_json_pattern"], re.DOTALL)
-    return pattern.findall(reply), pattern.sub("", reply)
+    found = find_json(reply)
+    prose, pos = [], 0
+    for f in found:
+        prose.append(reply[pos:f.start])
+        pos = f.end
+    return [f.body for f in found], "".join(prose) + reply[pos:]
 
 
 def refund_errors(block: str, facts: dict) -> list[str]:
@@ -147,10 +159,9 @@ def check_reply(reply: str, facts: dict, category: str, *, ask: bool | None = No
         out.append("escalation_unwarranted")
 
     due = bool(facts["refund_due"]) and not ask
-    has_block = "```json" in text
-    if not due and has_block:
+    if not due and blocks:
         out.append("refund_json_unexpected")
-    elif due and not has_block:
+    elif due and not blocks:
         out.append("refund_json_missing")
     elif due:
         out += ["refund_json_invalid"] if len(blocks) != 1 else refund_errors(blocks[0], facts)
@@ -181,3 +192,36 @@ def check_thread(record: dict) -> list[str]:
         elif m["role"] == "assistant":
             out += check_reply(m["content"], facts, category, ask=must_ask(facts, category, users))
     return list(dict.fromkeys(out))
+
+
+class HarborPolicy:
+    """The Harbor policy as an eval checker (the `Policy` protocol of sftpipe.evaluate.score): `check(text, item)`
+    -> (applicable rules, broken rules), from `check_reply` with the item's facts. Applicable: the global rules,
+    the item's category's own, and the fact checks listed in rules.yaml; none for an item whose category the policy
+    does not know (e.g. general instructions mixed into a held-out split)."""
+
+    def check(self, text: str, item: EvalItem) -> tuple[list[str], list[str]]:
+        r = rules()
+        if item.category not in r["categories"]:
+            return [], []
+        if not isinstance(item.facts, dict):
+            raise ConfigError("eval", [f"set {item.set!r}, record {item.id}: policy harbor needs the ticket facts, "
+                                       "found none; fix: set the set's facts_key"])
+        cat = r["categories"][item.category]
+        applicable = [*r["global"]["must_not_contain"], *cat.get("must_not_contain", {}),
+                      *cat.get("must_contain", {}), *r["fact_checks"]]
+        # a multi-turn prompt may already quote the order ID the ticket's first turn lacked
+        ask = must_ask(item.facts, item.category, [m.content for m in item.messages if m.role == "user"])
+        return list(dict.fromkeys(applicable)), check_reply(text, item.facts, item.category, ask=ask)
+
+
+def harbor_policy(path: str | None) -> HarborPolicy:
+    """The `harbor` plug-in for `load_policy`: the shipped rules, which need no file; a file given must equal them."""
+    if path is not None and Path(path).read_bytes() != asset_bytes("rules.yaml"):
+        raise ConfigError(str(path), ["policy harbor checks replies with the Harbor rules shipped in sftpipe.demo, "
+                                      "and this file differs from them; fix: write your rules in the generic "
+                                      "format (see sftpipe.checks) and set eval.policy: rules"])
+    return HarborPolicy()
+
+
+PLUGINS = {"harbor": harbor_policy}  # policy kind -> factory, for sftpipe.evaluate.score.load_policy(plugins=...)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checks import lookup
 from ..conversation import Conversation, Message
-from ..curate.policy import lookup
 from ..errors import ConfigError, RecordError
 from ..readers import _rows, parse_record
 from .config import EvalSetConfig

@@ -14,12 +14,12 @@ import csv
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Mapping, Protocol
 
 import yaml
 
+from ..checks import Rule, field_correctness, load_rules, schema_valid
 from ..errors import ConfigError
-from .checks import Rule, field_correctness, load_rules, schema_valid
 from .items import EvalItem
 from .stats import wilson_interval
 
@@ -33,7 +33,7 @@ class Policy(Protocol):
 
 
 class RulesPolicy:
-    """Generic rules file (see checks.py): per category, must / must not contain."""
+    """Generic rules file (see sftpipe.checks): per category, must / must not contain."""
 
     def __init__(self, rules: list[Rule]):
         self.rules = rules
@@ -43,50 +43,36 @@ class RulesPolicy:
         return [r.id for r in applicable], [r.id for r in applicable if r.violated_by(text)]
 
 
-class HarborPolicy:
-    """The Harbor demo policy (`sftpipe.demo.check_reply`, which needs each item's facts). Applicable rules: the
-    global ones, the item's category's own, and the fact checks listed in rules.yaml; none for an item whose
-    category the policy does not know (e.g. general instructions mixed into a held-out split)."""
-
-    def check(self, text: str, item: EvalItem) -> tuple[list[str], list[str]]:
-        from ..demo.policy import check_reply, must_ask, rules
-
-        r = rules()
-        if item.category not in r["categories"]:
-            return [], []
-        if not isinstance(item.facts, dict):
-            raise ConfigError("eval", [f"set {item.set!r}, record {item.id}: policy harbor needs the ticket facts, "
-                                       "found none; fix: set the set's facts_key"])
-        cat = r["categories"][item.category]
-        applicable = [*r["global"]["must_not_contain"], *cat.get("must_not_contain", {}),
-                      *cat.get("must_contain", {}), *r["fact_checks"]]
-        # a multi-turn prompt may already quote the order ID the ticket's first turn lacked
-        ask = must_ask(item.facts, item.category, [m.content for m in item.messages if m.role == "user"])
-        return list(dict.fromkeys(applicable)), check_reply(text, item.facts, item.category, ask=ask)
+PolicyFactory = Callable[[str | None], Policy]  # a plug-in policy kind: the rules file (or None) -> its checker
 
 
-def load_policy(path: str | None, kind: str = "auto") -> Policy | None:
-    """The policy checker: a generic rules file (`rules:` list, see checks.py), or the Harbor rules shipped in
-    sftpipe.demo (`harbor`, or `auto` on a Harbor-format file). None when there is no rules file and no harbor."""
-    if kind == "harbor" and path is None:
-        return HarborPolicy()
+def load_policy(path: str | None, kind: str = "auto",
+                plugins: Mapping[str, PolicyFactory] | None = None) -> Policy | None:
+    """The policy checker for a rules file: `rules`, the generic format (a top-level `rules:` list, see
+    sftpipe.checks), or a kind that `plugins` maps to a factory (e.g. sftpipe.demo.policy.PLUGINS: harbor).
+    `auto`: `rules` for a generic file, else the one plug-in given. None when there is no file and no plug-in kind."""
+    plugins = dict(plugins or {})
+    allowed = ", ".join(["auto", "rules", *plugins])
+    if kind not in ("auto", "rules", *plugins):
+        raise ConfigError("eval", [f"policy: {kind!r} is not a known policy kind (allowed here: {allowed}); fix: "
+                                   "set eval.policy to one of them, or pass the plug-in that provides it"])
     if path is None:
         if kind == "rules":
             raise ConfigError("eval", ["policy: rules, but eval.rules names no file; fix: set eval.rules to a "
-                                       "rules YAML (see sftpipe.evaluate.checks)"])
-        return None
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+                                       "rules YAML (see sftpipe.checks)"])
+        return None if kind == "auto" else plugins[kind](None)
     if kind == "auto":
-        kind = "harbor" if isinstance(data, dict) and "categories" in data and "global" in data else "rules"
-    if kind == "rules":
-        return RulesPolicy(load_rules(path))
-    from ..demo.policy import asset_bytes
-
-    if Path(path).read_bytes() != asset_bytes("rules.yaml"):
-        raise ConfigError(str(path), ["policy harbor checks replies with the Harbor rules shipped in sftpipe.demo, "
-                                      "and this file differs from them; fix: write your rules in the generic "
-                                      "format (see sftpipe.evaluate.checks) and set eval.policy: rules"])
-    return HarborPolicy()
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("rules"), list):
+            kind = "rules"
+        elif len(plugins) == 1:
+            kind = next(iter(plugins))
+        else:
+            raise ConfigError(str(path), [f"policy: auto finds no top-level 'rules:' list in this file and "
+                                          f"{len(plugins)} plug-in kinds, not one (allowed kinds: {allowed}); fix: "
+                                          "write the generic rules format (see sftpipe.checks), or set eval.policy "
+                                          "to the file's kind and pass the plug-in that reads it"])
+    return RulesPolicy(load_rules(path)) if kind == "rules" else plugins[kind](path)
 
 
 def check_reply(text: str, item: EvalItem, policy: Policy | None) -> dict:

@@ -1,11 +1,32 @@
+"""sftpipe.checks: the one JSON rule (a shared table of replies on which curate's policy stage and eval's checks
+must give the same verdict), schema validity, the rules file, field correctness and dotted lookups."""
+
+from __future__ import annotations
+
 import doctest
+import json
 import textwrap
 
 import pytest
 
+from sftpipe import checks
+from sftpipe.checks import (
+    Rule,
+    extract_json,
+    field_correctness,
+    find_json,
+    load_rules,
+    lookup,
+    same_value,
+    schema_valid,
+    violations,
+)
+from sftpipe.conversation import Message
+from sftpipe.curate.config import PolicyConfig
+from sftpipe.curate.policy import Policy
 from sftpipe.errors import ConfigError
-from sftpipe.evaluate import checks
-from sftpipe.evaluate.checks import Rule, extract_json, field_correctness, load_rules, schema_valid, violations
+from sftpipe.evaluate.items import EvalItem
+from sftpipe.evaluate.score import check_reply
 
 REFUND_SCHEMA = {
     "type": "object",
@@ -42,16 +63,26 @@ def test_extract_json_ignores_non_json_fences():
     assert extract_json(text) == [{"b": 2}]
 
 
-def test_schema_valid_accepts_first_valid_object():
+def test_find_json_spans_cover_whole_fences_and_cut_off_replies():
+    text = 'A ```json\n{"a": 1}\n``` B {"b": 2} C ```\n{"c": '
+    found = find_json(text)
+    assert [text[f.start:f.end] for f in found] == ['```json\n{"a": 1}\n```', '{"b": 2}', '```\n{"c": ']
+    assert [f.error is None for f in found] == [True, True, False] and found[2].error.startswith("not JSON")
+
+
+def test_schema_valid_needs_every_json_value_valid():
     assert schema_valid(f"Here is your offer:\n```json\n{GOOD_OFFER}\n```", REFUND_SCHEMA) == (True, None)
-    # an earlier object that fails does not hide a later valid one
-    assert schema_valid('{"note": "hi"} then ' + GOOD_OFFER, REFUND_SCHEMA) == (True, None)
+    # one rule for curate and eval: an extra object that fails the schema makes the reply invalid, in any order
+    assert schema_valid('{"note": "hi"} then ' + GOOD_OFFER, REFUND_SCHEMA)[0] is False
+    assert schema_valid(GOOD_OFFER + ' then {"note": "hi"}', REFUND_SCHEMA)[0] is False
+    assert schema_valid(GOOD_OFFER + " and " + GOOD_OFFER, REFUND_SCHEMA) == (True, None)
 
 
 @pytest.mark.parametrize("text,reason", [
     ("We will refund you soon.", "no_json"),
     ('```json\n{"amount": 5,}\n```', "invalid_json"),
-    ("{amount: 5}", "invalid_json"),
+    ('Offer: {"amount": 5,}', "invalid_json"),
+    ("{amount: 5}", "no_json"),  # unquoted keys are prose braces, not JSON (the rule: `{` then `"` or `}`)
 ])
 def test_schema_valid_reasons(text, reason):
     assert schema_valid(text, REFUND_SCHEMA) == (False, reason)
@@ -174,5 +205,83 @@ def test_field_correctness_missing_wrong_type_and_no_json():
     assert field_correctness('{"amount": 1} {"amount": 2}', {"amount": 2}) == {"amount": False}
 
 
+def test_same_value_and_lookup():
+    assert same_value(5, 5.004, 0.005) and not same_value("5", 5, 0.005) and not same_value(None, False, 0)
+    assert lookup({"a": {"b": {"c": 0}}}, "a.b.c") == 0
+    assert lookup({"a": [1]}, "a.b") is None
+
+
 def test_doctests():
-    assert doctest.testmod(checks).failed == 0
+    result = doctest.testmod(checks)
+    assert result.failed == 0 and result.attempted > 0
+
+
+# --- One verdict per reply, shared by curate (Policy.check with a json_schema) and eval (check_reply) ---------
+
+TABLE_SCHEMA = {"type": "object", "required": ["amount", "currency"], "additionalProperties": False,
+                "properties": {"amount": {"type": "number"}, "currency": {"enum": ["USD", "EUR"]},
+                               "note": {"type": "string"}}}
+OK = '{"amount": 5, "currency": "USD"}'
+VERDICTS = [  # (name, reply, the one expected verdict: valid | invalid | no_json)
+    ("fenced json", f"Here you go.\n```json\n{OK}\n```", "valid"),
+    ("fenced JSON uppercase", f"```JSON\n{OK}\n```", "valid"),
+    ("fence without language", f"```\n{OK}\n```", "valid"),
+    ("fence on one line", f"```json {OK}```", "valid"),
+    ("bare json", OK, "valid"),
+    ("json inside prose", f'Your refund {OK} is on its way.', "valid"),
+    ("braces inside strings", 'Done: {"amount": 5, "currency": "USD", "note": "a } and { inside"} ok', "valid"),
+    ("escaped quote and brace", r'{"amount": 5, "currency": "USD", "note": "say \"}\" now"}', "valid"),
+    ("two valid objects", f'{OK} or {{"amount": 6, "currency": "EUR"}}', "valid"),
+    ("python fence then bare json", f'```python\nx = {{"a": 1}}\n```\n{OK}', "valid"),
+    ("valid object inside non-json braces", f"{{not json, {OK} still}}", "valid"),
+    ("no json", "We will refund you within 5 days.", "no_json"),
+    ("prose braces", "Replace {name} with your name and {order} with the order.", "no_json"),
+    ("python dict in prose", "{'amount': 5, 'currency': 'USD'}", "no_json"),
+    ("latex", r"The ratio is \frac{a}{b} = 2.", "no_json"),
+    ("bare array", "Totals: [1, 2, 3] and [4].", "no_json"),
+    ("python fence only", '```python\nd = {"amount": 5}\n```', "no_json"),
+    ("plain fence of text", "```\nrefund --order 7\n```", "no_json"),
+    ("broken fenced json", '```json\n{"amount": 5, "currency": "USD",}\n```', "invalid"),
+    ("single quotes in a json fence", "```json\n{'amount': 5, 'currency': 'USD'}\n```", "invalid"),
+    ("broken bare json", 'Offer: {"amount": 5, "currency": "USD",} done.', "invalid"),
+    ("unterminated fence", 'Your refund:\n```json\n{"amount": 5, "curr', "invalid"),
+    ("unterminated bare object", 'Refund {"amount": 5, "currency": ', "invalid"),
+    ("empty json fence", "```json\n```", "invalid"),
+    ("schema error", '```json\n{"amount": "5", "currency": "USD"}\n```', "invalid"),
+    ("array in a json fence", f"```json\n[{OK}]\n```", "invalid"),
+    ("two objects in one fence", f"```json\n{OK}\n{OK}\n```", "invalid"),
+    ("valid then schema-invalid", f'```json\n{OK}\n```\nAlso {{"note": "hi"}}', "invalid"),
+    ("schema-invalid then valid", f'{{"note": "hi"}} then {OK}', "invalid"),
+    ("broken fence then valid bare", f'```json\n{{"amount": 5,,}}\n```\n{OK}', "invalid"),
+    ("empty bare object", "Result: {}", "invalid"),
+]
+
+
+@pytest.fixture(scope="module")
+def curate_stage(tmp_path_factory) -> Policy:
+    path = tmp_path_factory.mktemp("schema") / "schema.json"
+    path.write_text(json.dumps(TABLE_SCHEMA), encoding="utf-8")
+    # the probe field makes every parsed object a fact_mismatch, so "kept" splits into valid vs no JSON
+    return Policy(PolicyConfig(enabled=True, json_schema=str(path), expected_fields={"amount": "probe"}))
+
+
+def curate_verdict(stage: Policy, text: str) -> str:
+    found = stage.check(text, "", {"probe": "never a number"})
+    return {"schema_invalid": "invalid", "fact_mismatch": "valid", None: "no_json"}[found and found[0]]
+
+
+def eval_verdict(text: str) -> str:
+    item = EvalItem("t", "s", "refund", [Message("user", "q")], None, schema=TABLE_SCHEMA)
+    row = check_reply(text, item, None)
+    assert (row["schema_valid"], row["schema_error"]) == schema_valid(text, TABLE_SCHEMA)
+    return "valid" if row["schema_valid"] else "no_json" if row["schema_error"] == "no_json" else "invalid"
+
+
+def test_the_table_covers_every_verdict():
+    assert len(VERDICTS) >= 20 and len({name for name, _, _ in VERDICTS}) == len(VERDICTS)
+    assert {v for _, _, v in VERDICTS} == {"valid", "invalid", "no_json"}
+
+
+@pytest.mark.parametrize("text,verdict", [(t, v) for _, t, v in VERDICTS], ids=[n for n, _, _ in VERDICTS])
+def test_curate_and_eval_give_the_same_verdict(curate_stage, text, verdict):
+    assert (curate_verdict(curate_stage, text), eval_verdict(text)) == (verdict, verdict)

@@ -1,4 +1,23 @@
-"""Deterministic generation checks: JSON extraction, JSON Schema validity, policy rules, field correctness.
+r"""Reply checks shared by curate, eval and the demo: JSON extraction, schema validity, rules, field values.
+
+The one JSON rule. A reply's JSON candidates are, in text order:
+1. a fenced block opened by ```json (any case) or by a plain ``` fence whose body starts with `{` or `[`; the body
+   runs to the closing ``` (or to the end of the text when the fence is never closed, as in a cut-off reply).
+   Fences of any other language (```python) are code, not JSON, and nothing inside them is a candidate;
+2. outside fences, a bare object: a `{` followed by `"` or `}` (after optional whitespace), up to its balanced
+   `}` (braces inside JSON strings do not count; no balanced `}`: to the end of the text). Braces in prose such
+   as `{name}` or `{'a': 1}` are not JSON; bare arrays are not scanned.
+A candidate that `json.loads` rejects is broken JSON. With a schema, a reply is schema-valid when it has a candidate
+and EVERY candidate parses and validates; no candidate is "no_json" (curate keeps the reply, eval counts it as not
+valid). Field checks read the first parsed object.
+
+>>> S = {"type": "object", "required": ["a"]}
+>>> schema_valid('Done.\n```json\n{"a": 1}\n```', S), schema_valid('Sure: {"a": 1} as asked.', S)  # fenced, bare
+((True, None), (True, None))
+>>> schema_valid('{"a": 1} and {"b": 2}', S)  # two objects: each must validate
+(False, "'a' is a required property")
+>>> schema_valid('```json\n{"a": 1,}\n```', S), schema_valid('Fill in {name}, no JSON.', S)  # broken, none
+((False, 'invalid_json'), (False, 'no_json'))
 
 Rules file (YAML), one entry per rule:
 
@@ -30,9 +49,21 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
-_FENCE = re.compile(r"```[ \t]*(?:json)?[ \t]*\n?(.*?)```", re.IGNORECASE | re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z][\w.+-]*)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_BARE = re.compile(r'\{(?=\s*["}])')
+
+
+@dataclass(frozen=True)
+class Found:
+    """One JSON candidate: its span in the reply, its text, and its value or why it does not parse."""
+
+    start: int
+    end: int
+    body: str
+    value: Any = None
+    error: str | None = None  # None: `value` holds the parsed JSON
 
 
 def _balanced_end(text: str, start: int) -> int | None:
@@ -58,64 +89,75 @@ def _balanced_end(text: str, start: int) -> int | None:
     return None
 
 
-def _scan(text: str) -> tuple[list[Any], int]:
-    """All JSON values found, in text order, and the number of JSON-looking candidates that failed to parse."""
-    found: list[tuple[int, Any]] = []
-    invalid = 0
-    masked = list(text)
+def _parse(start: int, end: int, body: str) -> Found:
+    try:
+        return Found(start, end, body, json.loads(body))
+    except json.JSONDecodeError as e:
+        return Found(start, end, body, error=f"not JSON: {e.msg} (line {e.lineno})")
+
+
+def find_json(text: str) -> list[Found]:
+    """Every JSON candidate of `text` under the module's one rule, in text order, parsed or broken.
+
+    >>> [(f.value, f.error) for f in find_json('{"a": {"b": "}"}} then ```json\\n{"c": 1,}\\n```')]
+    [({'a': {'b': '}'}}, None), (None, 'not JSON: Expecting property name enclosed in double quotes (line 1)')]
+    """
+    found, masked = [], list(text)
     for m in _FENCE.finditer(text):
-        body = m.group(1).strip()
         masked[m.start():m.end()] = " " * (m.end() - m.start())
-        if not body.startswith(("{", "[")):
-            continue
-        try:
-            found.append((m.start(), json.loads(body)))
-        except json.JSONDecodeError:
-            invalid += 1
-    rest = "".join(masked)
-    i = rest.find("{")
-    while i != -1:
-        end = _balanced_end(rest, i)
-        try:
-            if end is None:
-                raise json.JSONDecodeError("unbalanced braces", rest, i)
-            found.append((i, json.loads(rest[i:end])))
-            i = rest.find("{", end)
-        except json.JSONDecodeError:
-            invalid += 1
-            i = rest.find("{", i + 1)  # an invalid outer object may still hold a valid inner one
-    found.sort(key=lambda t: t[0])
-    return [v for _, v in found], invalid
+        lang, body = (m.group(1) or "").lower(), m.group(2)
+        if lang == "json" or (not lang and body.lstrip().startswith(("{", "["))):
+            found.append(_parse(m.start(), m.end(), body))
+    rest, pos = "".join(masked), 0
+    while (m := _BARE.search(rest, pos)) is not None:
+        end = _balanced_end(rest, m.start()) or len(rest)
+        found.append(_parse(m.start(), end, rest[m.start():end]))
+        pos = end
+    return sorted(found, key=lambda f: f.start)
 
 
 def extract_json(text: str) -> list[Any]:
-    """JSON values in ```json fences (objects or arrays) and bare balanced `{...}` objects, in text order.
+    """The parsed JSON values of `text` (broken candidates left out), in text order.
 
-    >>> extract_json('Offer: {"amount": 5, "note": "a } brace"} and {broken}')
-    [{'amount': 5, 'note': 'a } brace'}]
+    >>> extract_json('Offer: {"amount": 5, "note": "a } brace"} and {broken} and ```JSON\\n[1]\\n```')
+    [{'amount': 5, 'note': 'a } brace'}, [1]]
     """
-    return _scan(text)[0]
+    return [f.value for f in find_json(text) if f.error is None]
 
 
-def schema_valid(text: str, schema: dict) -> tuple[bool, str | None]:
-    """(True, None) if some extracted JSON value validates; else (False, "no_json" | "invalid_json" | error)."""
+def schema_validator(schema: dict) -> Draft202012Validator:
+    """A validator for a Draft 2020-12 JSON Schema; a bad schema raises ValueError naming the problem."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:
         raise ValueError(f"invalid JSON Schema: {e.message}. Fix the schema (Draft 2020-12)") from None
-    values, invalid = _scan(text)
-    if not values:
-        return False, ("invalid_json" if invalid else "no_json")
-    validator = Draft202012Validator(schema)
-    first_error = None
-    for value in values:
-        error = best_match(validator.iter_errors(value))
-        if error is None:
-            return True, None
-        if first_error is None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            first_error = f"{where}: {error.message}" if where else error.message
-    return False, first_error
+    return Draft202012Validator(schema)
+
+
+def json_verdict(text: str, validator: Draft202012Validator) -> tuple[str, dict]:
+    """("valid" | "no_json" | "invalid", details); details of "invalid" name the first failing candidate
+    (`block`, its index), the `error`, and for a schema error `at`, the path in the value ("(root)": the value).
+
+    >>> json_verdict('{"a": "x"}', Draft202012Validator({"properties": {"a": {"type": "number"}}}))
+    ('invalid', {'block': 0, 'error': "'x' is not of type 'number'", 'at': 'a'})
+    """
+    found = find_json(text)
+    for k, f in enumerate(found):
+        if f.error is not None:
+            return "invalid", {"block": k, "error": f.error}
+        error = best_match(validator.iter_errors(f.value))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            return "invalid", {"block": k, "error": error.message, "at": where}
+    return ("valid" if found else "no_json"), {}
+
+
+def schema_valid(text: str, schema: dict) -> tuple[bool, str | None]:
+    """(True, None) if `text` is schema-valid (module rule); else (False, "no_json" | "invalid_json" | error)."""
+    verdict, d = json_verdict(text, schema_validator(schema))
+    if verdict != "invalid" or "at" not in d:
+        return verdict == "valid", {"valid": None, "no_json": "no_json"}.get(verdict, "invalid_json")
+    return False, d["error"] if d["at"] == "(root)" else f"{d['at']}: {d['error']}"
 
 
 class _RuleSpec(BaseModel):
@@ -219,22 +261,39 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def same_value(got: Any, want: Any, tolerance: float) -> bool:
+    """Equality for a JSON field: numbers within `tolerance`, strings ignoring outer whitespace, else same type and ==.
+
+    >>> same_value(12.499, 12.5, 0.005), same_value("full ", "full", 0), same_value(True, 1, 0)
+    (True, True, False)
+    """
+    if _number(want):
+        return _number(got) and abs(got - want) <= tolerance
+    if isinstance(want, str):
+        return isinstance(got, str) and got.strip() == want.strip()
+    return type(got) is type(want) and got == want
+
+
 def field_correctness(text: str, expected: dict, *, tolerance: float = 0.005) -> dict[str, bool]:
-    """Per expected field: does the first extracted JSON object carry that value (numbers within `tolerance`)?
+    """Per expected field: does the first parsed JSON object carry that value (`same_value`)?
 
     >>> field_correctness('{"amount": 12.5, "type": "full"}', {"amount": 12.499, "type": "partial"})
     {'amount': True, 'type': False}
     """
     obj = next((v for v in extract_json(text) if isinstance(v, dict)), None)
-    out = {}
-    for key, want in expected.items():
-        if obj is None or key not in obj:
-            out[key] = False
-        elif _number(want):
-            got = obj[key]
-            out[key] = _number(got) and abs(got - want) <= tolerance
-        elif isinstance(want, str):
-            out[key] = isinstance(obj[key], str) and obj[key].strip() == want.strip()
-        else:
-            out[key] = obj[key] == want
-    return out
+    return {key: obj is not None and key in obj and same_value(obj[key], want, tolerance)
+            for key, want in expected.items()}
+
+
+def lookup(fields: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path in nested dicts, or None when any step is missing.
+
+    >>> lookup({"facts": {"refund": {"amount": 12.5}}}, "facts.refund.amount"), lookup({"facts": {}}, "facts.x")
+    (12.5, None)
+    """
+    value: Any = fields
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
