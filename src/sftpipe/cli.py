@@ -42,7 +42,7 @@ def render(config: Config = None, set: Sets = None, model: Model = None, tokeniz
                "rendered.jsonl")) -> None:
     """Render conversations with the chat template into input_ids + labels, with mask and parity reports."""
     from .stages.render import run
-    from .summaries import print_render
+    from .stages.show import print_render
 
     cfg = _config(config, set, **{"model.name": model, "model.tokenizer": tokenizer, "template.name": template,
                                   "data.train": input, "render.max_length": max_length,
@@ -74,14 +74,13 @@ def eval_(config: Config = None, set: Sets = None,
           max_new_tokens: Annotated[Optional[int], typer.Option(
               "--max-new-tokens", help="eval.generation.max_new_tokens.")] = None) -> None:
     """Evaluate a run against its base model (or --against): loss, generation checks, judge, regression."""
-    from .evaluate.report import print_summary
-    from .evaluate.stage import default_run_dir, run as run_eval
+    from .stages.eval import default_run_dir, run as run_eval
+    from .stages.show import log, print_eval
 
     cfg = _config(config, set, **{"eval.judge.url": judge_url, "eval.judge.model": judge_model,
                                   "eval.judge.enabled": True if judge_url else None,
                                   "eval.generation.max_new_tokens": max_new_tokens})
-    print_summary(run_eval(cfg, run or default_run_dir(cfg), against=against, select=select,
-                           log=lambda msg: typer.echo(f"[eval] {msg}", err=True)))
+    print_eval(run_eval(cfg, run or default_run_dir(cfg), against=against, select=select, log=log("eval")))
 
 
 @app.command()
@@ -91,10 +90,11 @@ def curate(config: Config = None, set: Sets = None,
            out: Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder (curate.out_dir).")] = None,
            format: Format = None) -> None:
     """Curate raw exports: normalize, PII, dedup, filters, policy, decontaminate, quality, mix, split."""
-    from .stages.curate import print_summary, run
+    from .stages.curate import run
+    from .stages.show import print_curate
 
     cfg = _config(config, set, **{"curate.inputs": input, "curate.out_dir": out, "curate.format": format})
-    print_summary(run(cfg))
+    print_curate(run(cfg))
 
 
 @app.command()
@@ -107,13 +107,12 @@ def train(config: Config = None, set: Sets = None, model: Model = None, template
           resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")]
           = False) -> None:
     """Fine-tune (LoRA / QLoRA / full) on the rendered data; writes runs/<name>/. Works under torchrun."""
-    from .train.sft import print_summary, run
+    from .stages.show import print_train
+    from .stages.train import run
 
     cfg = _config(config, set, **{"model.name": model, "template.name": template, "data.train": input,
                                   "data.eval": eval_input, "train.mode": mode, "name": name})
-    result = run(cfg, resume=resume)
-    if result.world_size == 1 or os.environ.get("RANK", "0") == "0":
-        print_summary(result)
+    print_train(run(cfg, resume=resume))
 
 
 @app.command()
@@ -123,11 +122,10 @@ def merge(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>)
                                                            "the final adapter.")] = None,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False) -> None:
     """Merge a run's LoRA adapter into its base weights: safetensors that plain transformers loads."""
-    from .train.merge import merge_run
+    from .stages.merge import run
+    from .stages.show import print_merge
 
-    res = merge_run(run_dir, output, checkpoint=checkpoint, overwrite=overwrite)
-    typer.echo(f"merged {res.run_dir}{' ' + res.checkpoint if res.checkpoint else ''} into {res.base_model}: "
-               f"{res.parameters:,} parameters -> {res.output}")
+    print_merge(run(run_dir, output, checkpoint=checkpoint, overwrite=overwrite))
 
 
 demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
@@ -142,7 +140,7 @@ def demo(ctx: typer.Context, size: Size = "default", out: Out = Path("demo-out")
          set: Sets = None) -> None:
     """Run the whole Harbor demo in OUT on the embedded default model (SmolLM2-135M-Instruct)."""
     if ctx.invoked_subcommand is None:
-        from .demo.run import run
+        from .stages.demo import run
 
         run(out, size=size, seed=seed, sets=set)
 
@@ -151,9 +149,9 @@ def demo(ctx: typer.Context, size: Size = "default", out: Out = Path("demo-out")
 def demo_generate(size: Size = "default", out: Out = Path("demo-out/data"), seed: Seed = 0) -> None:
     """Only write the synthetic Harbor export, general set, eval sets and policy files."""
     from .demo.generate import generate
+    from .stages.show import print_generated
 
-    result = generate(out, size=size, seed=seed)
-    typer.echo("\n".join(f"{path}  ({result.counts.get(key, '')} lines)" for key, path in result.files.items()))
+    print_generated(generate(out, size=size, seed=seed))
 
 
 def main() -> None:

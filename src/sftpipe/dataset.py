@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from rich.progress import Progress
 
 from .conversation import Conversation
 from .errors import RecordError
 from .gcpause import no_cyclic_gc
+from .models import load_tokenizer
 from .render import ChatRenderer, Example
+from .templates import load_template
+
+# A progress hook: called with (label, total), returns the function that advances it by n.
+Tracker = Callable[[str, int], Callable[[int], None]]
 
 TRUNCATION = ("drop", "drop_oldest_turns", "truncate")
 
@@ -107,19 +111,20 @@ def _rendered(convs: Iterable[Conversation], renderer: ChatRenderer, chunk: int 
 
 
 def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max_length: int,
-                   truncation: str = "drop", on_error: str = "fail", total: int | None = None,
-                   progress: bool = False) -> tuple[list[Example], list[dict], MaskReport]:
-    """Render all conversations; bad ones raise (`fail`) or go to rejects with their reason (`skip`)."""
+                   truncation: str = "drop", on_error: str = "fail",
+                   progress: Callable[[int], None] | None = None) -> tuple[list[Example], list[dict], MaskReport]:
+    """Render all conversations; bad ones raise (`fail`) or go to rejects with their reason (`skip`).
+    `progress(n)` is called as each conversation is done (n = 1)."""
     if truncation not in TRUNCATION:
         raise ValueError(f"truncation={truncation!r}; allowed: {', '.join(TRUNCATION)}")
     report = MaskReport(truncation_policy=truncation, max_length=max_length)
     examples: list[Example] = []
     rejects: list[dict] = []
     reasons: Counter[str] = Counter()
-    with no_cyclic_gc(), Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("render", total=total)
+    with no_cyclic_gc():
         for conv, rendered in _rendered(convs, renderer):
-            bar.advance(task)
+            if progress is not None:
+                progress(1)
             report.conversations_in += 1
             try:
                 if isinstance(rendered, RecordError):
@@ -147,3 +152,9 @@ def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max
     report.rejected = dict(reasons)
     assert report.conversations_in == report.conversations_kept + len(rejects)
     return examples, rejects, report
+
+
+def build_renderer(cfg) -> ChatRenderer:
+    """The tokenizer + template + masking policy that a config (`model`, `template`, `render`) names."""
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
+    return ChatRenderer(tokenizer, load_template(cfg.template.name, tokenizer), train_on=cfg.render.train_on)

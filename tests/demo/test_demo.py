@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sftpipe.config import load_config
-from sftpipe.demo.run import harbor_config_text, headline
+from sftpipe.demo.summary import harbor_config_text, headline
 from sftpipe.models import load_tokenizer, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
 
 
 def test_bars_are_judged_from_the_numbers():
-    from sftpipe.demo.run import verdicts
+    from sftpipe.demo.summary import verdicts
 
     good = {"base": {"refund JSON schema-valid": 0.0, "policy violation rate": 0.9, "boilerplate opener rate": 0.3,
                      "held-out loss": 2.5},
@@ -75,7 +75,7 @@ def test_bars_are_judged_from_the_numbers():
     assert verdicts({"base": {}, "sft": {}})["held-out loss"] is None
 
 
-@pytest.mark.parametrize("name", ["sftpipe.demo.run", "sftpipe.demo.policy"])
+@pytest.mark.parametrize("name", ["sftpipe.demo.summary", "sftpipe.demo.policy"])
 def test_doctests(name):
     import doctest
     import importlib

@@ -14,7 +14,7 @@ from sftpipe.models import tiny_model
 from sftpipe.parity import save_tokenizer
 from sftpipe.render import ChatRenderer
 from sftpipe.templates import load_template
-from sftpipe.train.callbacks import write_marker
+from sftpipe.runs.checkpoints import write_marker
 
 
 def save_model(tok, folder: Path, seed: int) -> Path:

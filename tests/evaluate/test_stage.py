@@ -20,7 +20,7 @@ from sftpipe.evaluate.judge import JudgeError
 from sftpipe.evaluate.load import from_objects
 from sftpipe.evaluate.regression import deltas, general_items, run_regression
 from sftpipe.evaluate.report import CARD_END, CARD_START, update_card
-from sftpipe.evaluate.stage import run
+from sftpipe.stages.eval import run
 from sftpipe.evaluate.stats import frequency_deciles, win_rate
 from sftpipe.models import tiny_model
 
@@ -141,8 +141,8 @@ def test_select_on_a_lora_run_trained_by_sftpipe(tok, tmp_path, demo_data):
     """The real run layout: `sftpipe train` writes a LoRA adapter, checkpoints and the card; eval scores them."""
     import torch
 
-    from sftpipe.train.card import EVAL_START
-    from sftpipe.train.sft import run as train
+    from sftpipe.runs.card import EVAL_START
+    from sftpipe.stages.train import run as train
 
     base = tmp_path / "base"
     tiny_model(tok).save_pretrained(base)
@@ -206,7 +206,7 @@ def test_update_card_replaces_its_own_section(tmp_path):
 
 
 def test_update_card_lets_train_render_its_own_cards(tmp_path, monkeypatch):
-    from sftpipe.train import card
+    from sftpipe.runs import card
 
     calls = []
     monkeypatch.setattr(card, "update_eval", lambda run_dir, scores: calls.append((run_dir, scores)))

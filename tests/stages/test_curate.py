@@ -17,7 +17,7 @@ from sftpipe.curate.base import content_hash
 from sftpipe.demo import generate
 from sftpipe.demo.policy import rules as demo_rules
 from sftpipe.errors import ConfigError
-from sftpipe.evaluate.checks import load_rules
+from sftpipe.checks import load_rules
 from sftpipe.stages.curate import run
 
 ROOT = Path(__file__).resolve().parents[2]

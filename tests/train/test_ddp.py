@@ -10,7 +10,7 @@ import sys
 import yaml
 from safetensors.torch import load_file
 
-from sftpipe.train.sft import run
+from sftpipe.stages.train import run
 
 DDP_TOLERANCE = 1e-5  # absolute, on every logged loss and every adapter weight (measured: 0.0)
 

@@ -10,9 +10,9 @@ import torch
 from sftpipe.cli import main
 from sftpipe.config import load_config
 from sftpipe.errors import ConfigError, ModelError
-from sftpipe.train.load import load_run
-from sftpipe.train.merge import merge_run
-from sftpipe.train.sft import run
+from sftpipe.runs import load_run
+from sftpipe.stages.merge import run as merge_run
+from sftpipe.stages.train import run
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA is allowed where CUDA exists")
@@ -45,6 +45,6 @@ def test_full_run_saves_plain_weights_and_merge_refuses_it(make_cfg):
     assert (result.run_dir / "model.safetensors").is_file() and (result.run_dir / "config.json").is_file()
     assert not (result.run_dir / "adapter_config.json").exists()
     model, _, info = load_run(result.run_dir)
-    assert info["mode"] == "full" and not hasattr(model, "peft_config")
+    assert info.mode == "full" and not hasattr(model, "peft_config")
     with pytest.raises(ModelError, match="nothing to merge"):
         merge_run(result.run_dir)

@@ -15,8 +15,8 @@ import yaml
 from safetensors.torch import load_file
 
 from sftpipe.errors import ConfigError
-from sftpipe.train.callbacks import is_complete, latest_checkpoint, remove_partial, write_marker
-from sftpipe.train.sft import run
+from sftpipe.runs.checkpoints import is_complete, latest_checkpoint, remove_partial, write_marker
+from sftpipe.stages.train import run
 
 RESUME_TOLERANCE = 1e-5  # absolute, on every logged loss and every adapter weight (measured: 0.0)
 

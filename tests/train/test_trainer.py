@@ -6,7 +6,7 @@ import torch
 
 from sftpipe.collate import PackedCollator, PaddedCollator
 from sftpipe.readers import read_conversations
-from sftpipe.stages.render import build_renderer
+from sftpipe.dataset import build_renderer
 from sftpipe.train.data import ItemCollator, ItemDataset, make_items
 from sftpipe.train.dropout import LeanDropout
 from sftpipe.train.load import load_for_training

@@ -106,9 +106,9 @@ class PolicyConfig(_Section):
     """Policy checks on replies (sftpipe.curate.policy): rules, a JSON Schema for ```json blocks, facts."""
 
     enabled: bool = False
-    rules: str | None = None  # rules YAML in the format of sftpipe.evaluate.checks
+    rules: str | None = None  # rules YAML in the format of sftpipe.checks
     category_field: str = "category"  # dotted path to the record field that selects per-category rules
-    json_schema: str | None = None  # every ```json block in a reply must parse and validate against this file
+    json_schema: str | None = None  # every JSON value in a reply (rule: sftpipe.checks) must parse and validate
     expected_fields: dict[str, str] = Field(default_factory=dict)  # JSON field -> dotted path in the record
     tolerance: float = Field(0.005, ge=0.0)  # numbers match within this
     roles: list[Role] = Field(default_factory=lambda: ["assistant"])

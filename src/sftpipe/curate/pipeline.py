@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..conversation import Conversation, Source
+from ..dataset import Tracker
 from ..io import sha256_file, write_json, write_jsonl
 from ..readers import read_conversations
 from .base import HASH_DEFINITION, Drop, content_hash
@@ -90,32 +91,12 @@ def _read_report(label: str, n_in: int, n_out: int, drops: list[Drop], seconds: 
             "seconds": round(seconds, 3), "stats": dict(Counter(f"error_{d.details['error']}" for d in drops))}
 
 
-class _Progress:
-    """Rich progress bars, one per stage; silent when disabled or not on a terminal."""
-
-    def __init__(self, enabled: bool, stack: ExitStack):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            console = Console(stderr=True)
-            if console.is_terminal:
-                self.bar = stack.enter_context(Progress(console=console, transient=False))
-
-    def task(self, name: str, total: int):
-        if self.bar is None:
-            return None
-        tid = self.bar.add_task(name, total=total)
-        return lambda n: self.bar.advance(tid, n)
-
-
-def _run(stage, convs: list, label: str, pool, progress: _Progress, report: list, drops: list,
+def _run(stage, convs: list, label: str, pool, progress: Tracker | None, report: list, drops: list,
          n_in: int | None = None) -> list:
     """Run one stage, record its counts, reasons, seconds and stats; return the kept records."""
     t0 = time.perf_counter()
     stage.stats.clear()  # stage objects are reused for the mix stream; report each run's own stats
-    kept, dropped = stage.apply(convs, pool=pool, progress=progress.task(label, len(convs)))
+    kept, dropped = stage.apply(convs, pool=pool, progress=progress(label, len(convs)) if progress else None)
     n_in = len(convs) if n_in is None else n_in
     assert n_in == len(kept) + len(dropped), f"{label}: {n_in} in != {len(kept)} kept + {len(dropped)} dropped"
     for d in dropped:
@@ -148,16 +129,16 @@ def _rejected_records(drops: list[Drop], cfg: CurateConfig) -> list[dict]:
 
 
 def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: str = "auto",
-               column_map: dict | None = None, tokenizer=None) -> CurateResult:
+               column_map: dict | None = None, tokenizer=None, progress: Tracker | None = None) -> CurateResult:
     """Curate `inputs` into `out_dir` as configured; see the module docstring for the outputs. `tokenizer` (a
-    tokenizer or a model reference) counts tokens for the length filter; None estimates ceil(chars / 4)."""
+    tokenizer or a model reference) counts tokens for the length filter; None estimates ceil(chars / 4).
+    `progress(stage, total)` returns the callback that counts each stage's records."""
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     stages_report: list[dict] = []
     drops: list[Drop] = []
     stages = build_stages(cfg, tokenizer)
     with ExitStack() as stack:
-        progress = _Progress(cfg.progress, stack)
         t0 = time.perf_counter()
         convs, read_drops, n_read = read_stream(inputs, format=format, column_map=column_map, strict=cfg.strict)
         drops += read_drops

@@ -1,2 +1,2 @@
-"""Evaluation: model-free parts (stats, checks, IFEval), generation, loss, judge, regression, score, report, and
-the `sftpipe eval` stage (stage.run) that ties them together."""
+"""Evaluation pieces: model-free parts (stats, IFEval), generation, loss, judge, regression, score, report, and
+`evaluator` (one model's metrics, comparisons, selection). The stage is `sftpipe.stages.eval`."""

@@ -10,19 +10,22 @@ from importlib import resources
 from pathlib import Path
 
 from ..io import atomic_write_bytes, atomic_write_text, write_json
+from ..runs import card as run_card
+from ..runs import read_info, write_info
 
 CARD_START, CARD_END = "<!-- sftpipe:eval:start -->", "<!-- sftpipe:eval:end -->"
 COLORS = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
+    """A share as a percentage with one decimal ("–" for none)."""
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def _ci(r: dict | None) -> str:
     if not r or not r.get("n"):
         return "–"
-    return f"{_pct(r['rate'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] (n={r['n']})"
+    return f"{pct(r['rate'])} [{pct(r['ci95'][0])}, {pct(r['ci95'][1])}] (n={r['n']})"
 
 
 def _png(fig, path: Path) -> str:
@@ -124,7 +127,7 @@ def write_report(out_dir: Path, metrics: dict) -> Path:
 
     plots = make_plots(out_dir, metrics)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(pct=_pct, ci=_ci, js=lambda v: json.dumps(v))
+    env.filters.update(pct=pct, ci=_ci, js=lambda v: json.dumps(v))
     source = (resources.files("sftpipe.evaluate") / "data" / "report.html.jinja").read_text(encoding="utf-8")
     generations = sorted(str(p.relative_to(out_dir)) for p in (out_dir / "generations").rglob("*.jsonl")) \
         if (out_dir / "generations").exists() else []
@@ -162,13 +165,12 @@ def summary(metrics: dict) -> dict:
 
 def update_run_json(run_dir: Path, metrics: dict) -> dict:
     """Write the summary into run.json["eval"] (and best_checkpoint with select), atomically; return it."""
-    path = Path(run_dir) / "run.json"
-    info = json.loads(path.read_text(encoding="utf-8"))
-    info["eval"] = summary(metrics)
+    info = read_info(run_dir)
+    info.eval = summary(metrics)
     if metrics.get("selection"):
-        info["best_checkpoint"] = metrics["selection"]["best"]
-    write_json(path, info)
-    return info["eval"]
+        info.best_checkpoint = metrics["selection"]["best"]
+    write_info(run_dir, info)
+    return info.eval
 
 
 def card_markdown(s: dict) -> str:
@@ -179,11 +181,11 @@ def card_markdown(s: dict) -> str:
              "| correct | IFEval Δ (prompt) | general NLL Δ |", "|---|---|---|---|---|---|---|---|---|"]
     for label, c in s["candidates"].items():
         comp, d = c["components"], c["deltas"]
-        win = (f"{_pct(c['win_rate'])} [{_pct(c['win_rate_ci95'][0])}, {_pct(c['win_rate_ci95'][1])}]"
+        win = (f"{pct(c['win_rate'])} [{pct(c['win_rate_ci95'][0])}, {pct(c['win_rate_ci95'][1])}]"
                if "win_rate" in c else "–")
         lines.append(f"| {label} | {c['score'] if c['score'] is not None else '–'} | {win} | "
-                     f"{_pct(c.get('length_controlled_win_rate'))} | {_pct(comp.get('schema_validity'))} | "
-                     f"{_pct(comp.get('policy'))} | {_pct(comp.get('correctness'))} | "
+                     f"{pct(c.get('length_controlled_win_rate'))} | {pct(comp.get('schema_validity'))} | "
+                     f"{pct(comp.get('policy'))} | {pct(comp.get('correctness'))} | "
                      f"{d.get('ifeval_prompt_level_strict', '–')} | {d.get('general_nll', '–')} |")
     sel = s.get("selection")
     if sel:
@@ -193,13 +195,11 @@ def card_markdown(s: dict) -> str:
 
 def update_card(run_dir: Path, s: dict) -> None:
     """Add the eval summary to the model card. A card written by `sftpipe train` has an eval slot and is
-    re-rendered by `sftpipe.train.card.update_eval`; any other README.md gets (or has replaced) a marked section."""
-    from ..train.card import EVAL_START, update_eval
-
+    re-rendered by `sftpipe.runs.update_eval`; any other README.md gets (or has replaced) a marked section."""
     path = Path(run_dir) / "README.md"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if EVAL_START in text:
-        update_eval(Path(run_dir), s)
+    if run_card.EVAL_START in text:
+        run_card.update_eval(Path(run_dir), s)
         return
     block = f"{CARD_START}\n{card_markdown(s)}{CARD_END}\n"
     if CARD_START in text and CARD_END in text:
@@ -208,26 +208,3 @@ def update_card(run_dir: Path, s: dict) -> None:
     else:
         text = (text.rstrip("\n") + "\n\n" if text else "") + block
     atomic_write_text(path, text)
-
-
-def print_summary(result) -> None:
-    """Terminal summary of an eval run: one row per candidate, plus the selection."""
-    from rich.console import Console
-    from rich.table import Table
-
-    m = result.metrics
-    table = Table(title=f"eval vs {m['baseline']['ref']}", title_justify="left")
-    for col in ("model", "score", "win rate [95% CI]", "LC win", "schema", "policy clean", "correct", "IFEval Δ"):
-        table.add_column(col)
-    for label, c in m["comparisons"].items():
-        j, comp = c.get("judge") or {}, c["components"]
-        table.add_row(label, str(c["score"]["score"]),
-                      f"{_pct(j['win_rate'])} [{_pct(j['ci95'][0])}, {_pct(j['ci95'][1])}]" if j.get("n") else "–",
-                      _pct(j.get("length_controlled_win_rate")), _pct(comp.get("schema_validity")),
-                      _pct(comp.get("policy")), _pct(comp.get("correctness")),
-                      str(c["deltas"].get("ifeval_prompt_level_strict", "–")))
-    console = Console()
-    console.print(table)
-    if m.get("selection"):
-        console.print(f"selected: {m['selection']['best']} ({m['selection']['reason']})")
-    console.print(f"report: {result.report_path}\nmetrics: {result.metrics_path}")

@@ -9,7 +9,7 @@ from ..config import SftpipeConfig
 from ..errors import ConfigError
 from ..readers import read_conversations
 from ..render import Example
-from .render import build_renderer
+from ..dataset import build_renderer
 
 
 def highlight(example: Example, tokenizer) -> Text:

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SftpipeConfig
-from ..dataset import MaskReport, build_examples
+from ..dataset import MaskReport, build_examples, build_renderer
 from ..errors import ConfigError, TemplateError
 from ..io import write_json, write_jsonl, write_records
-from ..models import load_tokenizer
 from ..pack import group_by_length, pack
 from ..parity import check_parity, save_tokenizer
 from ..readers import read_conversations
-from ..render import ChatRenderer, Example
-from ..templates import load_template
+from . import show
+from ..render import Example
 
 
 @dataclass
@@ -31,13 +30,6 @@ class RenderResult:
     parity: dict[str, Any]
     records_in: int
     rejected: int
-
-
-def build_renderer(cfg: SftpipeConfig) -> ChatRenderer:
-    """The tokenizer + template + masking policy that a config names."""
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
-    template = load_template(cfg.template.name, tokenizer)
-    return ChatRenderer(tokenizer, template, train_on=cfg.render.train_on)
 
 
 def example_row(ex: Example) -> dict[str, Any]:
@@ -65,7 +57,8 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
     renderer = build_renderer(cfg)
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
                                              truncation=cfg.render.truncation, on_error=cfg.data.on_error,
-                                             total=len(read.conversations), progress=progress)
+                                             progress=show.tracker()("render", len(read.conversations))
+                                             if progress else None)
     output = Path(output)
     stem = output.name.split(".")[0]
     write_records(output, [example_row(e) for e in examples])

@@ -1,2 +1,3 @@
-"""Supervised fine-tuning: `sft.run` (the `sftpipe train` stage), `merge.merge_run`, `load.load_run`, and the
-model card (`card.update_eval` for the eval stage). Heavy imports (torch, transformers) happen inside modules."""
+"""Supervised fine-tuning pieces: batches (`data`), the Trainer subclass (`trainer`), model setup (`load`), LoRA
+dropout, checkpoint markers and what happens around `Trainer.train()` (`lifecycle`). The stage is
+`sftpipe.stages.train`; runs are read and written through `sftpipe.runs`."""

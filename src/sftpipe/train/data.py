@@ -17,7 +17,7 @@ import torch
 
 from ..collate import PackedCollator, PaddedCollator
 from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
-from ..dataset import MaskReport, build_examples
+from ..dataset import MaskReport, Tracker, build_examples
 from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
 from ..readers import _rows, read_conversations
@@ -207,8 +207,9 @@ def end_of_turn_ids(examples: list[Example]) -> list[int]:
 
 
 def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: int, max_tokens: int | None = None,
-               pad_multiple: int = 1, progress: bool = False) -> SplitData | None:
-    """Read, render and batch `data.<split>` of `cfg` (None when the split lists no files)."""
+               pad_multiple: int = 1, progress: Tracker | None = None) -> SplitData | None:
+    """Read, render and batch `data.<split>` of `cfg` (None when the split lists no files); `progress(label,
+    total)` returns the callback that counts rendered conversations."""
     paths = list(getattr(cfg.data, split))
     if not paths:
         if split == "train":
@@ -218,7 +219,8 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
                               on_error=cfg.data.on_error)
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
                                              truncation=cfg.render.truncation, on_error=cfg.data.on_error,
-                                             total=len(read.conversations), progress=progress)
+                                             progress=progress(f"render {split}", len(read.conversations))
+                                             if progress else None)
     if not examples:
         raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(rejects)} rejected, "
                                      f"reasons {mask.rejected}); fix: check the files and render.max_length"])
@@ -228,3 +230,13 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
     return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
                      all_rejects)
+
+
+def effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str, float]:
+    """Mean rows, sequences (examples) and tokens per optimizer step."""
+    k = grad_accum * world
+    n = max(len(items), 1)
+    rows = sum(len(it["rows"]) for it in items) / n
+    seqs = sum(len(r.get("seq_lens", [0])) for it in items for r in it["rows"]) / n
+    tokens = sum(len(r["input_ids"]) for it in items for r in it["rows"]) / n
+    return {"rows": round(rows * k, 2), "sequences": round(seqs * k, 2), "tokens": round(tokens * k, 1)}

@@ -1,14 +1,9 @@
-"""Models for training and from runs: device and precision choice, LoRA/QLoRA/full setup, and `load_run`.
-
-Run layout (shared with eval and serve): `runs/<name>/` holds a PEFT adapter (`adapter_config.json` +
-`adapter_model.safetensors`) or full weights (`config.json` + `model.safetensors`), the tokenizer with the training
-template, and `run.json` naming the base model. Only safetensors are read.
-"""
+"""Models for training: device and precision choice, and the LoRA / QLoRA / full setup. Loading a finished run
+is `sftpipe.runs.load`."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -140,61 +135,3 @@ def load_for_training(cfg, tokenizer, added_tokens: list[str], *, device: str, p
     if device == "cpu":  # on CUDA, nn.Dropout already draws fast and keeps a bool mask
         lean_dropout(model, autocast=precision == "bf16")
     return model
-
-
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """run.json of a run folder (ModelError if it is not one)."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise ModelError(f"{run_dir} has no run.json, so it is not a run folder; fix: give runs/<name> as written "
-                         "by `sftpipe train`")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _weights_folder(run_dir: Path, checkpoint: str | Path | None) -> Path:
-    if checkpoint is None:
-        return run_dir
-    folder = Path(checkpoint) if Path(checkpoint).is_dir() else run_dir / "checkpoints" / str(checkpoint)
-    if not folder.is_dir():
-        saved = sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*"))
-        raise ModelError(f"checkpoint {str(checkpoint)!r} not found in {run_dir}; saved: {saved or 'none'}")
-    return folder
-
-
-def load_base(info: dict[str, Any], tokenizer_size: int | None = None, *, dtype=None):
-    """The base model a run was trained from, resized to the run's vocabulary (run.json `vocab_size`, else grown
-    to the tokenizer's size)."""
-    from transformers import AutoModelForCausalLM
-
-    trust = bool(((info.get("config") or {}).get("model") or {}).get("trust_remote_code", False))
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(info["base_model"]), dtype=dtype, use_safetensors=True,
-                                                trust_remote_code=trust)
-    current = base.get_input_embeddings().weight.shape[0]
-    size = info.get("vocab_size") or (tokenizer_size if tokenizer_size and tokenizer_size > current else None)
-    if size and size != current:
-        base.resize_token_embeddings(size)
-    return base
-
-
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype=None, merge: bool = False):
-    """(model, tokenizer, run_info) of a run's final weights or one of its checkpoints (`checkpoint-<step>` or a
-    path): the base model plus the PEFT adapter (folded into the base weights with `merge`, which makes inference
-    faster), or the full weights. The model is in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    folder = _weights_folder(run_dir, checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
-    if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(load_base(info, len(tokenizer), dtype=dtype), folder)
-        if merge:
-            model = model.merge_and_unload()
-    elif (folder / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-    else:
-        raise ModelError(f"{folder} holds neither an adapter (adapter_config.json) nor full weights (config.json); "
-                         "fix: train to completion, or pass a checkpoint that was saved")
-    return model.eval(), tokenizer, info

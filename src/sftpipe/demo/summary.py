@@ -1,25 +1,15 @@
-"""`sftpipe demo`: the Harbor Support example end to end (generate -> curate -> train -> eval) in one folder.
-
-The output folder is a project: it holds `sftpipe.yaml` (the shipped Harbor config) and every stage runs in
-it, so any stage can be re-run by hand there (`cd OUT && sftpipe train -c sftpipe.yaml`).
-"""
+"""The Harbor demo's config profiles, and the headline numbers and bars it reports (read from eval metrics).
+The stage that runs the demo end to end is `sftpipe.stages.demo`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from ..config import SftpipeConfig, load_config
 from ..io import atomic_write_text
-from .generate import SIZES, generate
 
 # demo size -> generator size and the training/eval budget that keeps the whole run within minutes on a CPU
 PROFILES: dict[str, dict[str, Any]] = {
@@ -29,18 +19,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "small": {"generate": "small", "set": []},
     "default": {"generate": "default", "set": []},
 }
-
-
-@dataclass
-class DemoResult:
-    """Where the demo wrote everything, and the headline numbers it measured."""
-
-    out_dir: Path
-    config: Path
-    run_dir: Path
-    report: Path
-    summary: dict[str, Any]
-    seconds: dict[str, float]
 
 
 def harbor_config_text() -> str:
@@ -116,58 +94,3 @@ def verdicts(summary: dict[str, Any]) -> dict[str, bool | None]:
         b, s = summary.get("base", {}).get(key), summary.get("sft", {}).get(key)
         out[key] = None if b is None or s is None else bool(test(b, s))
     return out
-
-
-def summary_table(summary: dict[str, Any]) -> Table:
-    """Base vs SFT, one row per headline metric, with its target and whether this run met it."""
-    table = Table(title="Harbor demo: base vs SFT (held-out prompts)", title_justify="left")
-    for col in ("metric", "base", "SFT", "change", "target", "met"):
-        table.add_column(col, justify="left" if col in ("metric", "target") else "right")
-    met = verdicts(summary)
-    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-    for key in summary.get("sft", {}):
-        b, r = summary["base"].get(key), summary["sft"].get(key)
-        change = "-" if b is None or r is None else f"{r - b:+.3f}"
-        verdict = {True: "yes", False: "NO", None: "-"}[met.get(key)]
-        table.add_row(key, fmt(b), fmt(r), change, BARS.get(key, ("delta reported",))[0], verdict)
-    return table
-
-
-def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] | None = None,
-        console: Console | None = None) -> DemoResult:
-    """Generate the Harbor export into `out_dir`, then curate, train (LoRA) and evaluate base vs SFT there."""
-    from ..evaluate.stage import run as run_eval
-    from ..stages.curate import print_summary, run as run_curate
-    from ..train.sft import run as run_train
-
-    console = console or Console()
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    cfg = load_demo_config(out_dir, size, sets)
-    with contextlib.chdir(out_dir):
-        t = time.perf_counter()
-        console.rule(f"1/4 generate ({SIZES[PROFILES[size]['generate']]} raw threads)")
-        generate(Path("data"), size=PROFILES[size]["generate"], seed=seed)
-        seconds["generate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        console.rule("2/4 curate")
-        print_summary(run_curate(cfg), console)
-        seconds["curate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        console.rule("3/4 train (LoRA)")
-        trained = run_train(cfg)
-        seconds["train"] = time.perf_counter() - t
-        t = time.perf_counter()
-        console.rule("4/4 eval (base vs SFT)")
-        evaluated = run_eval(cfg, trained.run_dir, log=console.log)
-        seconds["eval"] = time.perf_counter() - t
-    summary = headline(evaluated.metrics)
-    atomic_write_text(out_dir / "summary.json", json.dumps(
-        {**summary, "met": verdicts(summary), "targets": {k: v[0] for k, v in BARS.items()},
-         "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=2) + "\n")
-    console.print(summary_table(summary))
-    console.print(f"stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    console.print(f"report: {out_dir / evaluated.report_path}")
-    return DemoResult(out_dir, out_dir / "sftpipe.yaml", out_dir / trained.run_dir, out_dir / evaluated.report_path,
-                      summary, seconds)

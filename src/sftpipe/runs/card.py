@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from ..io import atomic_write_text, write_json
+from ..io import atomic_write_text
+from .info import RunInfo, read_info, write_info
 
 EVAL_START, EVAL_END = "<!-- sftpipe:eval -->", "<!-- /sftpipe:eval -->"
 
@@ -110,19 +111,17 @@ def read_card(path: Path) -> tuple[dict[str, Any], str]:
     return yaml.safe_load(head) or {}, body
 
 
-def write_card(run_dir: Path, info: dict[str, Any]) -> Path:
+def write_card(run_dir: Path, info: RunInfo) -> Path:
     """Write `run_dir/README.md` from run.json contents (keeps eval scores already in run.json)."""
     path = Path(run_dir) / "README.md"
-    atomic_write_text(path, render_card(info, info.get("eval")))
+    atomic_write_text(path, render_card(info.to_json(), info.eval))
     return path
 
 
 def update_eval(run_dir: str | Path, scores: dict[str, Any]) -> Path:
     """Add eval scores to a run: run.json `eval`, the card's front matter (`sftpipe.eval`) and its Evaluation
     section. Called by the eval stage; idempotent."""
-    run_dir = Path(run_dir)
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    info["eval"] = scores
-    write_json(info_path, info)
-    return write_card(run_dir, info)
+    info = read_info(run_dir)
+    info.eval = scores
+    write_info(run_dir, info)
+    return write_card(Path(run_dir), info)

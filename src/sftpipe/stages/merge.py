@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ModelError
 from ..io import sha256_file, write_json
 from ..parity import save_tokenizer
-from .load import load_run
+from ..runs import load_run, weights_folder
 
 
 @dataclass
@@ -30,13 +30,13 @@ class MergeResult:
     parameters: int
 
 
-def merge_run(run_dir: str | Path, output: str | Path | None = None, *, checkpoint: str | None = None,
+def run(run_dir: str | Path, output: str | Path | None = None, *, checkpoint: str | None = None,
               overwrite: bool = False, dtype=None) -> MergeResult:
     """Merge the adapter of `run_dir` (or of one checkpoint) into its base; default output `run_dir/merged`."""
     run_dir = Path(run_dir)
     model, tokenizer, info = load_run(run_dir, checkpoint, dtype=dtype)
     if not hasattr(model, "merge_and_unload"):
-        raise ModelError(f"{run_dir} holds full weights (mode {info.get('mode')!r}), not an adapter, so there is "
+        raise ModelError(f"{run_dir} holds full weights (mode {info.mode!r}), not an adapter, so there is "
                          "nothing to merge; fix: load the run folder directly with transformers")
     output = Path(output) if output is not None else run_dir / "merged"
     if output.exists() and any(output.iterdir()) and not overwrite:
@@ -50,16 +50,15 @@ def merge_run(run_dir: str | Path, output: str | Path | None = None, *, checkpoi
         save_tokenizer(tokenizer, tmp)
         if (run_dir / "generation_config.json").is_file():
             shutil.copy2(run_dir / "generation_config.json", tmp / "generation_config.json")
-        adapter = (Path(checkpoint) if checkpoint and Path(checkpoint).is_dir()
-                   else run_dir / "checkpoints" / checkpoint if checkpoint else run_dir)
+        adapter = weights_folder(run_dir, checkpoint)
         write_json(tmp / "merge.json", {
-            "run_dir": str(run_dir), "checkpoint": checkpoint, "base_model": info["base_model"],
+            "run_dir": str(run_dir), "checkpoint": checkpoint, "base_model": info.base_model,
             "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
-            "template": {k: v for k, v in info.get("template", {}).items() if k != "source"}})
+            "template": info.template.model_dump(exclude={"source"}) if info.template else None})
         if output.exists():
             shutil.rmtree(output)
         os.replace(tmp, output)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return MergeResult(output, run_dir, checkpoint, info["base_model"], sum(p.numel() for p in merged.parameters()))
+    return MergeResult(output, run_dir, checkpoint, info.base_model, sum(p.numel() for p in merged.parameters()))

@@ -1,5 +1,5 @@
-"""What a run records about itself besides metrics: library versions, the source commit, the effective batch,
-and the generation config that makes a served model stop at the template's end-of-turn token."""
+"""What a run records about itself besides metrics: library versions, the source commit, and the generation config
+that makes a served model stop at the template's end-of-turn token(s)."""
 
 from __future__ import annotations
 
@@ -33,16 +33,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-def effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str, float]:
-    """Mean rows, sequences (examples) and tokens per optimizer step."""
-    k = grad_accum * world
-    n = max(len(items), 1)
-    rows = sum(len(it["rows"]) for it in items) / n
-    seqs = sum(len(r.get("seq_lens", [0])) for it in items for r in it["rows"]) / n
-    tokens = sum(len(r["input_ids"]) for it in items for r in it["rows"]) / n
-    return {"rows": round(rows * k, 2), "sequences": round(seqs * k, 2), "tokens": round(tokens * k, 1)}
 
 
 def generation_config(base: Path, tokenizer, eot_ids: list[int], pad_id: int):

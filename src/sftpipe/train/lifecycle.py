@@ -1,0 +1,82 @@
+"""What every training stage (SFT, DPO) does around `Trainer.train()`: process barriers, the resume check, the
+library callbacks, saving the final weights, and the results summary recorded in run.json."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..runs import RunInfo
+from .callbacks import CheckpointMarker
+
+# Keys that must not change between a run and its --resume (anything else, e.g. logging, may).
+RESUME_KEYS = {"model": None, "template": None, "render": None, "lora": None,
+               "train": ("mode", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "max_tokens",
+                         "pad_to_multiple_of", "grad_accum", "weight_decay", "seed", "batching", "loss_positions")}
+
+
+def barrier() -> None:
+    """Wait for every process (no-op without a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def check_resume(old: RunInfo, new_config: dict[str, Any], hashes: dict[str, str | None],
+                 keys: dict[str, Any] = RESUME_KEYS) -> None:
+    """Refuse a --resume whose data or training-shaping config differs from the run's own."""
+    problems = [f"data.{k}: content hash changed since the run started" for k, v in hashes.items()
+                if old.data.get(k) != v]
+    for section, names in keys.items():
+        was, now = old.section(section), new_config.get(section) or {}
+        for key in names or now:
+            if was.get(key) != now.get(key):
+                problems.append(f"{section}.{key}: {was.get(key)!r} -> {now.get(key)!r}")
+    if problems:
+        raise ConfigError("--resume", problems + ["fix: resume with the run's own config, or start a new --name"])
+
+
+def callbacks(tcfg, run_dir: Path, has_eval: bool, extra: list | None = None) -> list:
+    """Checkpoint markers, offline tensorboard event files in the run folder, early stopping, plus `extra`."""
+    from transformers import EarlyStoppingCallback
+    from transformers.integrations import TensorBoardCallback
+
+    out: list = [CheckpointMarker(), *(extra or [])]
+    if "tensorboard" in tcfg.report_to:
+        tb = TensorBoardCallback()
+        tb.logging_dir = str(run_dir / "tensorboard")
+        out.append(tb)
+    if tcfg.early_stopping_patience and has_eval:
+        out.append(EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience))
+    return out
+
+
+def save_final(trainer, run_dir: Path, main: bool) -> None:
+    """Save the trained weights into run_dir through a temp folder (all processes: FSDP gathers)."""
+    tmp = run_dir / ".final.tmp"
+    if main and tmp.exists():
+        shutil.rmtree(tmp)
+    barrier()
+    trainer.save_model(str(tmp))
+    barrier()
+    if main:
+        for f in tmp.iterdir():  # skip peft's stub card and the pickled TrainingArguments
+            if f.name not in ("README.md", "training_args.bin"):
+                os.replace(f, run_dir / f.name)
+        shutil.rmtree(tmp)
+
+
+def results(state, output, seconds: float) -> dict[str, Any]:
+    """The run's results block from the Trainer state and train() output."""
+    losses = [m for m in state.log_history if "loss" in m]
+    best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
+    return {"steps": state.global_step, "final_train_loss": losses[-1]["loss"] if losses else None,
+            "mean_train_loss": output.training_loss, "best_eval_loss": state.best_metric,
+            "tokens_seen": state.num_input_tokens_seen,
+            "trained_tokens_seen": losses[-1].get("trained_tokens_seen") if losses else None,
+            "tokens_per_second": losses[-1].get("tokens_per_second") if losses else None,
+            "final_weights": "best" if best else "last", "best_checkpoint": best, "seconds": seconds}
