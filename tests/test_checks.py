@@ -43,7 +43,7 @@ GOOD_OFFER = '{"order_id": "ORD-123", "amount": 19.99, "currency": "EUR", "type"
 
 
 def test_extract_json_fenced_and_bare_in_text_order():
-    text = f'Before {{"n": 1}} then\n```json\n{{"n": 2}}\n```\nand ```JSON\n[1, 2]\n``` and {{"n": 3}}'
+    text = 'Before {"n": 1} then\n```json\n{"n": 2}\n```\nand ```JSON\n[1, 2]\n``` and {"n": 3}'
     assert extract_json(text) == [{"n": 1}, {"n": 2}, [1, 2], {"n": 3}]
 
 

@@ -14,7 +14,8 @@ from sftpipe.templates import load_template
 def long_conv(turns: int, words: int = 30, **meta) -> Conversation:
     msgs = [Message("system", "Be brief.")]
     for k in range(turns):
-        msgs += [Message("user", f"question {k} " + "word " * words), Message("assistant", f"answer {k} " + "ok " * words)]
+        msgs += [Message("user", f"question {k} " + "word " * words),
+                 Message("assistant", f"answer {k} " + "ok " * words)]
     return Conversation(msgs, meta)
 
 

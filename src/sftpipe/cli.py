@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,16 +18,16 @@ from .errors import ConfigError, SftpipeError  # noqa: E402
 app = typer.Typer(help="sftpipe: raw chat transcripts -> curated data -> fine-tuned, evaluated, servable model.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-Config = Annotated[Optional[Path], typer.Option("--config", "-c", help="Project config (sftpipe.yaml).")]
-Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set render.max_length=1024.")]
-Model = Annotated[Optional[str], typer.Option("--model", help="Embedded name, local HF folder (model.name).")]
-Tokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer folder if not the model's.")]
-TemplateOpt = Annotated[Optional[str], typer.Option("--template", help="model | built-in name | path to .jinja.")]
-Inputs = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Input JSONL/Parquet (data.train).")]
-MaxLen = Annotated[Optional[int], typer.Option("--max-length", help="Max tokens per example (render.max_length).")]
-TrainOn = Annotated[Optional[str], typer.Option("--train-on", help="all_assistant | last_assistant.")]
-OnError = Annotated[Optional[str], typer.Option("--on-error", help="fail (default) | skip: reject bad records.")]
-Format = Annotated[Optional[str], typer.Option("--format", help="auto | openai | sharegpt | alpaca | prompt_completion")]
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="Project config (sftpipe.yaml).")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set render.max_length=1024.")]
+Model = Annotated[str | None, typer.Option("--model", help="Embedded name, local HF folder (model.name).")]
+Tokenizer = Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer folder if not the model's.")]
+TemplateOpt = Annotated[str | None, typer.Option("--template", help="model | built-in name | path to .jinja.")]
+Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Input JSONL/Parquet (data.train).")]
+MaxLen = Annotated[int | None, typer.Option("--max-length", help="Max tokens per example (render.max_length).")]
+TrainOn = Annotated[str | None, typer.Option("--train-on", help="all_assistant | last_assistant.")]
+OnError = Annotated[str | None, typer.Option("--on-error", help="fail (default) | skip: reject bad records.")]
+Format = Annotated[str | None, typer.Option("--format", help="auto | openai | sharegpt | alpaca | prompt_completion")]
 
 
 def _config(config, sets, **flags):
@@ -64,14 +64,15 @@ def inspect(config: Config = None, set: Sets = None, model: Model = None, tokeni
 
 @app.command("eval")
 def eval_(config: Config = None, set: Sets = None,
-          run: Annotated[Optional[Path], typer.Option("--run", help="Run folder (default: runs/<name>).")] = None,
-          against: Annotated[Optional[str], typer.Option(
+          run: Annotated[Path | None, typer.Option("--run", help="Run folder (default: runs/<name>).")] = None,
+          against: Annotated[str | None, typer.Option(
               "--against", help="Baseline: a run, a checkpoint folder or a model (default: the run's base).")] = None,
-          select: Annotated[bool, typer.Option("--select", help="Score every saved checkpoint; pick the best.")] = False,
-          judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="OpenAI-compatible base URL; "
-                                                           "enables the judge (eval.judge.url).")] = None,
-          judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="eval.judge.model.")] = None,
-          max_new_tokens: Annotated[Optional[int], typer.Option(
+          select: Annotated[bool, typer.Option(
+              "--select", help="Score every saved checkpoint; pick the best.")] = False,
+          judge_url: Annotated[str | None, typer.Option(
+              "--judge-url", help="OpenAI-compatible base URL; enables the judge (eval.judge.url).")] = None,
+          judge_model: Annotated[str | None, typer.Option("--judge-model", help="eval.judge.model.")] = None,
+          max_new_tokens: Annotated[int | None, typer.Option(
               "--max-new-tokens", help="eval.generation.max_new_tokens.")] = None) -> None:
     """Evaluate a run against its base model (or --against): loss, generation checks, judge, regression."""
     from .stages.eval import default_run_dir, run as run_eval
@@ -85,9 +86,9 @@ def eval_(config: Config = None, set: Sets = None,
 
 @app.command()
 def curate(config: Config = None, set: Sets = None,
-           input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Raw export JSONL/Parquet "
+           input: Annotated[list[str] | None, typer.Option("--input", "-i", help="Raw export JSONL/Parquet "
                                                               "(curate.inputs).")] = None,
-           out: Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder (curate.out_dir).")] = None,
+           out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (curate.out_dir).")] = None,
            format: Format = None) -> None:
     """Curate raw exports: normalize, PII, dedup, filters, policy, decontaminate, quality, mix, split."""
     from .stages.curate import run
@@ -100,10 +101,10 @@ def curate(config: Config = None, set: Sets = None,
 @app.command()
 def train(config: Config = None, set: Sets = None, model: Model = None, template: TemplateOpt = None,
           input: Inputs = None,
-          eval_input: Annotated[Optional[list[str]], typer.Option("--eval", help="Held-out JSONL/Parquet "
+          eval_input: Annotated[list[str] | None, typer.Option("--eval", help="Held-out JSONL/Parquet "
                                                                   "(data.eval).")] = None,
-          mode: Annotated[Optional[str], typer.Option("--mode", help="lora | qlora | full (train.mode).")] = None,
-          name: Annotated[Optional[str], typer.Option("--name", help="Run name: runs/<name> (name).")] = None,
+          mode: Annotated[str | None, typer.Option("--mode", help="lora | qlora | full (train.mode).")] = None,
+          name: Annotated[str | None, typer.Option("--name", help="Run name: runs/<name> (name).")] = None,
           resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")]
           = False) -> None:
     """Fine-tune (LoRA / QLoRA / full) on the rendered data; writes runs/<name>/. Works under torchrun."""
@@ -117,8 +118,8 @@ def train(config: Config = None, set: Sets = None, model: Model = None, template
 
 @app.command()
 def merge(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) with a LoRA adapter.")],
-          output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default: <run>/merged.")] = None,
-          checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="checkpoint-<step> instead of "
+          output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: <run>/merged.")] = None,
+          checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="checkpoint-<step> instead of "
                                                            "the final adapter.")] = None,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False) -> None:
     """Merge a run's LoRA adapter into its base weights: safetensors that plain transformers loads."""

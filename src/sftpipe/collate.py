@@ -8,7 +8,8 @@ create one whenever `use_cache` is on (the config default), so the packed batch 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from transformers import DataCollatorWithFlattening

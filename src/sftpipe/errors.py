@@ -53,7 +53,7 @@ class RecordError(SftpipeError):
         self.fix = fix
         super().__init__(self._format())
 
-    def located(self, path: str | None, line: int | None) -> "RecordError":
+    def located(self, path: str | None, line: int | None) -> RecordError:
         """Return a copy of this error that carries the file and line it came from."""
         return RecordError(self.reason, self.message, path=path, line=line, index=self.index,
                            field=self.field, fix=self.fix)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
+from collections.abc import Sequence
 
 from .gcpause import no_cyclic_gc
 
@@ -177,7 +178,8 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
     Each pack has `input_ids`, `labels` (each example's first label set to -100, so no example is predicted from
     the one before it), `position_ids` restarting at 0 per example, and `seq_lens`.
 
-    >>> packs, report = pack([{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}], 8)
+    >>> rows = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}]
+    >>> packs, report = pack(rows, 8)
     >>> [packs[0][key] for key in ("input_ids", "labels", "position_ids", "seq_lens")]
     [[1, 2, 3, 4, 5], [-100, 2, 3, -100, 5], [0, 1, 2, 0, 1], [3, 2]]
     >>> report.efficiency

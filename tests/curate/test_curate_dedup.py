@@ -12,8 +12,9 @@ from sftpipe.curate.dedup import Dedup
 from sftpipe.curate.minhash import NearIndex, lsh_bands
 from sftpipe.curate.shingles import shingles
 
-WORDS = ("order refund parcel delivery account card address late missing broken box item size colour courier "
-         "tracking email password label return week day store price").split()
+WORDS = ["order", "refund", "parcel", "delivery", "account", "card", "address", "late", "missing", "broken", "box",
+         "item", "size", "colour", "courier", "tracking", "email", "password", "label", "return", "week", "day",
+         "store", "price"]
 
 
 def conv(prompt: str, reply: str = "Sure, I can help with that today.", cid: str | None = None) -> Conversation:

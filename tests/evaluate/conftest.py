@@ -100,7 +100,7 @@ class JudgeServer:
         a = prompt.split("## Reply A\n", 1)[1].split("\n\n## Reply B\n", 1)
         return a[0], a[1].split("\n\nAnswer with", 1)[0]
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         self.thread.start()
         return self
 

@@ -26,7 +26,8 @@ def _model(cfg, renderer):
 
 def _train(cfg, model, items, tmp_path, *, steps, accum=1):
     args = training_arguments(cfg.train, output_dir=str(tmp_path / "ckpt"), lr=cfg.train.lr,
-                              precision=cfg.train.precision, device="cpu", batching="padded", has_eval=False, report_to=[], max_steps=steps,
+                              precision=cfg.train.precision, device="cpu", batching="padded", has_eval=False,
+                              report_to=[], max_steps=steps,
                               gradient_accumulation_steps=accum, save_strategy="no",
                               train_sampling_strategy="sequential")
     trainer = SftTrainer(model=model, args=args, train_dataset=ItemDataset(items),

@@ -101,7 +101,7 @@ _WS = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
 # ASCII fast path of _PUNCT: punctuation except "_" (a word character) and the control characters that are not space
 _ASCII_DROP = {ord(c): None for c in string.punctuation if c != "_"} | \
-    {i: None for i in [*range(0, 9), *range(14, 28), 127]}
+    dict.fromkeys([*range(0, 9), *range(14, 28), 127])
 
 
 def norm_text(text: str) -> str:

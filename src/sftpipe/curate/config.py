@@ -96,7 +96,7 @@ class FiltersConfig(_Section):
     boilerplate_min_phrases: int = Field(3, ge=1)  # stock phrases in a reply's opening = boilerplate
 
     @model_validator(mode="after")
-    def _bounds(self) -> "FiltersConfig":
+    def _bounds(self) -> FiltersConfig:
         if self.min_tokens >= self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) must be below max_tokens ({self.max_tokens})")
         return self
@@ -114,7 +114,7 @@ class PolicyConfig(_Section):
     roles: list[Role] = Field(default_factory=lambda: ["assistant"])
 
     @model_validator(mode="after")
-    def _something(self) -> "PolicyConfig":
+    def _something(self) -> PolicyConfig:
         if self.enabled and not (self.rules or self.json_schema or self.expected_fields):
             raise ValueError("policy is enabled but checks nothing; fix: set curate.policy.rules, json_schema or "
                              "expected_fields, or set curate.policy.enabled: false")
@@ -132,7 +132,7 @@ class DecontamConfig(_Section):
     key: Literal["prompt", "conversation"] = "prompt"
 
     @model_validator(mode="after")
-    def _ngrams(self) -> "DecontamConfig":
+    def _ngrams(self) -> DecontamConfig:
         if self.short_ngram > self.ngram:
             raise ValueError(f"short_ngram ({self.short_ngram}) must not exceed ngram ({self.ngram})")
         return self
@@ -173,7 +173,7 @@ class MixConfig(_Section):
     label: str = "general"  # written to each blended record's `mix` field and, if missing, its split field
 
     @model_validator(mode="after")
-    def _source(self) -> "MixConfig":
+    def _source(self) -> MixConfig:
         if self.enabled and not self.source:
             raise ValueError("mix is enabled but has no source; fix: set curate.mix.source to a file, "
                              "or set curate.mix.enabled: false")
@@ -191,7 +191,7 @@ class SplitConfig(_Section):
     group_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # MinHash similarity that ties records to one group
 
     @model_validator(mode="after")
-    def _ratios(self) -> "SplitConfig":
+    def _ratios(self) -> SplitConfig:
         if self.splits is not None:
             total = sum(self.splits.values())
             if "train" not in self.splits or abs(total - 1.0) > 1e-6 or min(self.splits.values()) < 0:

@@ -24,8 +24,9 @@ OK: Check = (True, None, {})
 _TERMINAL = re.compile(r"""[.!?…:;)\]}"'”’*`>~|]$|[^\w\s,(\[{-]$""")
 _SENTENCE_END = re.compile(r"\w[.!?](?:\s|$)")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•—–]|\d+[.)])\s")
-_DANGLING = frozenset("and or but the a an to of for with within by in on at your our we will is are be if that this "
-                      "which as from you i it".split())
+_DANGLING = frozenset(["and", "or", "but", "the", "a", "an", "to", "of", "for", "with", "within", "by", "in", "on",
+                       "at", "your", "our", "we", "will", "is", "are", "be", "if", "that", "this", "which", "as",
+                       "from", "you", "i", "it"])
 _PLACEHOLDER = re.compile(r"\[[A-Z]+\]|```.*?```", re.S)
 _BOILERPLATE = re.compile("|".join([
     r"thank(?:s| you) (?:so much |very much )?for (?:contacting|reaching out|your (?:message|patience|inquiry|email"

@@ -77,6 +77,6 @@ class Normalize(RecordStage):
             validate_messages(messages)
         except RecordError as e:
             if self.strict:
-                raise e.located(*(conv.source.path, conv.source.line) if conv.source else (None, None))
+                raise e.located(*(conv.source.path, conv.source.line) if conv.source else (None, None)) from None
             return Drop(out, self.name, "invalid", {"error": e.reason, "message": str(e)}), None
         return out, {"messages_changed": changed} if changed else None

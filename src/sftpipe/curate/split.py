@@ -91,7 +91,7 @@ class Split:
             gs = by_stratum[s]
             rng.shuffle(gs)
             size = sum(len(members[g]) for g in gs)
-            count = Counter({name: 0 for name in ratios})
+            count = Counter(dict.fromkeys(ratios, 0))
             for g in gs:
                 name = max(ratios, key=lambda n: (ratios[n] * size - count[n], n != "train"))
                 count[name] += len(members[g])

@@ -86,7 +86,8 @@ BARS: dict[str, tuple[str, Any]] = {
 def verdicts(summary: dict[str, Any]) -> dict[str, bool | None]:
     """Whether each bar in BARS is met (None where a number is missing).
 
-    >>> verdicts({"base": {"policy violation rate": 0.9}, "sft": {"policy violation rate": 0.2}})["policy violation rate"]
+    >>> summary = {"base": {"policy violation rate": 0.9}, "sft": {"policy violation rate": 0.2}}
+    >>> verdicts(summary)["policy violation rate"]
     False
     """
     out: dict[str, bool | None] = {}

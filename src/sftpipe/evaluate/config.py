@@ -106,7 +106,7 @@ class EvalConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
+    def _check(self) -> EvalConfig:
         bad = sorted(k for k in self.weights if k not in COMPONENTS)
         if bad:
             raise ValueError(f"weights: unknown component(s) {bad}; allowed: {', '.join(COMPONENTS)}")

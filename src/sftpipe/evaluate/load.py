@@ -6,7 +6,7 @@ notebooks). Runs load through `sftpipe.runs` (the owner of the run folder).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

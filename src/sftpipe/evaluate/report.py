@@ -9,7 +9,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from ..io import atomic_write_bytes, atomic_write_text, write_json
+from ..io import atomic_write_bytes, atomic_write_text
 from ..runs import card as run_card
 from ..runs import read_info, write_info
 
@@ -88,7 +88,7 @@ def make_plots(out_dir: Path, metrics: dict) -> dict[str, str]:
     judged = {k: c["judge"] for k, c in metrics["comparisons"].items() if c.get("judge", {}).get("n")}
     if judged:
         fig, ax = plt.subplots(figsize=(6, 3))
-        for i, (k, j) in enumerate(judged.items()):
+        for i, j in enumerate(judged.values()):
             ax.errorbar([i], [j["win_rate"]], yerr=[[j["win_rate"] - j["ci95"][0]], [j["ci95"][1] - j["win_rate"]]],
                         fmt="o", color=COLORS[1], capsize=4, label="win rate (95% CI)" if i == 0 else None)
             ax.plot([i + 0.15], [j["length_controlled_win_rate"]], "s", color=COLORS[2],

@@ -14,7 +14,8 @@ import csv
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
+from collections.abc import Callable, Mapping
 
 import yaml
 

@@ -132,7 +132,8 @@ class TrainedPositions:
         self._handle.remove()
 
 
-def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None) -> tuple[torch.Tensor, int | torch.Tensor]:
+def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None
+                   ) -> tuple[torch.Tensor, int | torch.Tensor]:
     """(sum of next-token cross-entropy over trained positions, number of trained positions) for one batch.
 
     Uses the collator's `trained_index` when present (no device sync), else derives it from the labels."""

@@ -1,0 +1,55 @@
+"""The import contracts in pyproject.toml hold for the tree, and each one fails on a deliberate violation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed (scripts/setup.sh)")
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
+                          env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_tree_keeps_every_contract():
+    out = lint(ROOT)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "0 broken" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tree")
+    shutil.copytree(ROOT / "src" / "sftpipe", root / "src" / "sftpipe",
+                    ignore=shutil.ignore_patterns("__pycache__", "data", "assets"))
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+@pytest.mark.parametrize("module, line, contract", [
+    ("render.py", "from .stages import show", "Layers"),
+    ("evaluate/score.py", "from ..demo import policy", "Layers"),
+    ("runs/info.py", "from ..train import lifecycle", "Layers"),
+    ("dataset.py", "import rich.progress", "Console only in stages and CLI"),
+    ("curate/filters.py", "from ..evaluate import stats", "Data flow curate-train-eval"),
+])
+def test_each_contract_fails_on_a_wrong_way_import(copy, module, line, contract):
+    path = copy / "src" / "sftpipe" / module
+    original = path.read_text(encoding="utf-8")
+    path.write_text(f"{original}\n{line}  # deliberate violation\n", encoding="utf-8")
+    try:
+        out = lint(copy)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    assert out.returncode != 0
+    broken = [ln for ln in out.stdout.splitlines() if " BROKEN" in ln]
+    assert any(ln.split(" BROKEN")[0] == contract for ln in broken), out.stdout[-3000:]
