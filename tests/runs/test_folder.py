@@ -113,5 +113,5 @@ def test_train_refuses_a_path_as_run_name_before_touching_anything(tmp_path):
                           str(tmp_path / "missing.jsonl"), "--set", f"train.output_dir={tmp_path / 'runs'}",
                           "--set", "train.overwrite=true"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not a plain run name" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr
     assert (victim / "precious.txt").read_text() == "keep me"
