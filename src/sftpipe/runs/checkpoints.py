@@ -7,53 +7,25 @@ mid-write, or mid-deletion by rotation, or a file changed since), is never taken
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
-from ..io import sha256_file, write_json
+from ..commit import manifest_ok, write_manifest
 
 MARKER = "sftpipe_checkpoint.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
-def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, dict]:
-    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MARKER and not p.name.startswith(".")
-            and not any(str(p.relative_to(folder)).startswith(s) for s in skip)}
+def write_marker(folder: Path, step: int | None = None, **fields) -> None:
+    """Mark a checkpoint folder complete: its step and every file with size and sha256."""
+    write_manifest(folder, MARKER, step=step, **fields)
 
 
-def write_marker(folder: Path, step: int | None = None, *, marker: str = MARKER, skip: tuple[str, ...] = (),
-                 **fields) -> None:
-    """Mark `folder` complete: its step (checkpoints), extra `fields`, and every file with size and sha256."""
-    write_json(Path(folder) / marker, {"step": step, **fields, "files": _files(Path(folder), skip)})
-
-
-def read_marker(folder: Path, marker: str = MARKER) -> dict | None:
-    """The marker's contents, or None when it is missing or unreadable."""
-    try:
-        data = json.loads((Path(folder) / marker).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
-
-
-def is_complete(folder: Path, *, marker: str = MARKER, verify: bool = False) -> bool:
+def is_complete(folder: Path, *, verify: bool = False) -> bool:
     """True when `folder` has a marker and every file it lists is present with the recorded size (and, with
-    `verify`, the recorded sha256). Markers from before sha256 was recorded (sizes only) are checked by size."""
-    data = read_marker(folder, marker)
-    if not data or not data["files"]:
-        return False
-    for name, entry in data["files"].items():
-        path = Path(folder) / name
-        size = entry["size"] if isinstance(entry, dict) else entry
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-        if verify and isinstance(entry, dict) and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-            return False
-    return True
+    `verify`, the recorded sha256)."""
+    return manifest_ok(folder, MARKER, verify=verify)
 
 
 def _step(folder: Path) -> int | None:

@@ -9,14 +9,14 @@ Readers call `require_complete`, which names the stage to re-run. Run names are 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, ModelError
-from .checkpoints import is_complete, latest_checkpoint, read_marker, remove_partial, write_marker
+from ..commit import manifest_ok, read_manifest, recover, swap_in, write_manifest
+from .checkpoints import latest_checkpoint, remove_partial
 from .info import SCHEMA_VERSION, RunInfo, read_info, write_info
 
 RUN_MARKER = "sftpipe_run.json"
@@ -76,11 +76,9 @@ class RunFolder:
     def prepare(self, resume: bool = False) -> None:
         """Make the folder ready (main process): restore a half-committed run, clear a stale staging folder, drop
         incomplete checkpoints when resuming."""
-        old = self.final.with_name(f".{self.final.name}.old")
-        if not self.final.exists() and old.is_dir():
-            os.replace(old, self.final)
-            if self.path == old:
-                self.path = self.final
+        if self.path == self.final.with_name(f".{self.final.name}.old"):
+            self.path = self.final
+        recover(self.final)
         if self.path != self.final and not resume and self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -93,16 +91,9 @@ class RunFolder:
 
     def commit(self, stage: str) -> Path:
         """Mark the run complete (marker last), then swap it into place if it replaces an older run."""
-        write_marker(self.path, None, marker=RUN_MARKER, skip=UNHASHED, stage=stage, schema_version=SCHEMA_VERSION)
+        write_manifest(self.path, RUN_MARKER, skip=UNHASHED, stage=stage, schema_version=SCHEMA_VERSION)
         if self.path != self.final:
-            old = self.final.with_name(f".{self.final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            if self.final.exists():
-                os.replace(self.final, old)
-            os.replace(self.path, self.final)
-            shutil.rmtree(old, ignore_errors=True)
-            self.path = self.final
+            self.path = swap_in(self.path, self.final)
         return self.final
 
 
@@ -112,8 +103,8 @@ def require_complete(run_dir: str | Path) -> RunInfo:
     info = read_info(run_dir)
     if getattr(info, "legacy", False) and info.status == "complete":
         return info  # written before completion markers existed
-    marker = read_marker(run_dir, RUN_MARKER)
-    if marker is None or not is_complete(run_dir, marker=RUN_MARKER):
+    marker = read_manifest(run_dir, RUN_MARKER)
+    if marker is None or not manifest_ok(run_dir, RUN_MARKER):
         stage = (marker or {}).get("stage") or info.kind
         verb = "train" if stage == "sft" else stage
         raise ModelError(f"{run_dir} is not a complete run (no valid {RUN_MARKER}: the {stage} run did not finish, "

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..commit import promote
 from ..config import SftpipeConfig
 from ..dataset import MaskReport, build_examples, build_renderer
 from ..errors import ConfigError, TemplateError
@@ -13,8 +17,8 @@ from ..io import write_json, write_jsonl, write_records
 from ..pack import group_by_length, pack
 from ..parity import check_parity, save_tokenizer
 from ..readers import read_conversations
-from . import show
 from ..render import Example
+from . import show
 
 
 @dataclass
@@ -52,6 +56,9 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
     paths = getattr(cfg.data, split)
     if not paths:
         raise ConfigError("config", [f"data.{split}: no input files; fix: set data.{split} or pass --input"])
+    if Path(output).resolve() in {Path(p).resolve() for p in paths}:
+        raise ConfigError("--output", [f"{output} is also an input (data.{split}); fix: write the rows to another "
+                                       "file"])
     read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
                               on_error=cfg.data.on_error)
     renderer = build_renderer(cfg)
@@ -61,26 +68,35 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
                                              if progress else None)
     output = Path(output)
     stem = output.name.split(".")[0]
-    write_records(output, [example_row(e) for e in examples])
+    names = {"rows": output.name, "rejects": f"{stem}.rejects.jsonl", "tokenizer": f"{stem}.tokenizer",
+             "parity": f"{stem}.parity.json", "report": f"{stem}.mask_report.json"}
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
-    rejects_path = None
-    if all_rejects:
-        rejects_path = output.with_name(f"{stem}.rejects.jsonl")
-        write_jsonl(rejects_path, all_rejects)
-    tok_dir = save_tokenizer(renderer.tokenizer, output.with_name(f"{stem}.tokenizer"))
-    parity = check_parity(tok_dir, examples)
-    parity_path = output.with_name(f"{stem}.parity.json")
-    write_json(parity_path, parity)
     packing = packing_report(examples, cfg.render.max_length, cfg.render.overflow)
     report = {"records_in": read.n_in, "records_rendered": mask.conversations_kept,
               "records_rejected": len(all_rejects), "template": {"name": renderer.template.name,
                                                                  "sha256": renderer.template.sha256},
               "added_tokens": renderer.added_tokens, "mask": mask.to_dict(), "packing": packing}
-    report_path = output.with_name(f"{stem}.mask_report.json")
-    write_json(report_path, report)
-    if parity["text_mismatches"] or parity["token_mismatches"]:
-        raise TemplateError(f"parity failed for {parity['text_mismatches']} text / {parity['token_mismatches']} "
-                            f"token mismatches (see {parity_path}); the saved tokenizer would serve a different "
-                            "render than training saw")
+
+    # Everything is written beside the output, proven, then moved into place with the marker last
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".render", dir=output.parent))
+    try:
+        write_records(staging / names["rows"], [example_row(e) for e in examples])
+        if all_rejects:
+            write_jsonl(staging / names["rejects"], all_rejects)
+        parity = check_parity(save_tokenizer(renderer.tokenizer, staging / names["tokenizer"]), examples)
+        write_json(staging / names["parity"], parity)
+        write_json(staging / names["report"], report)
+        if parity["text_mismatches"] or parity["token_mismatches"]:
+            failed = output.with_name(f"{stem}.parity-failed.json")
+            os.replace(staging / names["parity"], failed)
+            raise TemplateError(f"parity failed for {parity['text_mismatches']} text / {parity['token_mismatches']} "
+                                f"token mismatches (see {failed}); the saved tokenizer would serve a different "
+                                "render than training saw, so nothing was written")
+        promote(staging, output.parent, list(names.values()), f"{stem}.render.json", stage="render", version=1)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    rejects_path = output.with_name(names["rejects"]) if all_rejects else None
+    report_path, parity_path = output.with_name(names["report"]), output.with_name(names["parity"])
     return RenderResult(output, report_path, parity_path, rejects_path, mask, packing, parity, read.n_in,
                         len(all_rejects))

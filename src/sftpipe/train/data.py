@@ -17,6 +17,7 @@ import torch
 
 from ..collate import PackedCollator, PaddedCollator
 from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
+from ..curate.pipeline import require_curated
 from ..dataset import MaskReport, Tracker, build_examples
 from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
@@ -215,6 +216,8 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
         if split == "train":
             raise ConfigError("config", ["data.train: no input files; fix: set data.train or pass --input"])
         return None
+    for p in paths:
+        require_curated(p)
     read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
                               on_error=cfg.data.on_error)
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
