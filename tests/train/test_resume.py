@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,3 +95,18 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_loss(make_cfg, tmp_path):
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= RESUME_TOLERANCE
     assert all(torch.isfinite(t).all() for t in b.values())
+
+
+def test_after_resume_run_json_covers_the_whole_run(make_cfg):
+    """Mean train loss and trained tokens count every step, not only those after the resume."""
+    common = ["train.max_steps=6", "train.save_steps=3", "train.logging_steps=1"]
+    reference = run(make_cfg(*common, name="whole"), progress=False)
+    cfg = make_cfg(*common, name="resumed")
+    first = run(cfg, progress=False)
+    shutil.rmtree(first.run_dir / "checkpoints" / "checkpoint-6")  # as if killed after checkpoint-3
+    resumed = run(cfg, resume=True, progress=False)
+    assert resumed.resumed_from == "checkpoint-3"
+    want = json.loads((reference.run_dir / "run.json").read_text())["results"]
+    got = json.loads((resumed.run_dir / "run.json").read_text())["results"]
+    assert got["trained_tokens_seen"] == want["trained_tokens_seen"]
+    assert got["mean_train_loss"] == pytest.approx(want["mean_train_loss"], abs=RESUME_TOLERANCE)

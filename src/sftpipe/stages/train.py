@@ -129,10 +129,10 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress (or nothing) instead of printed dicts
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save_final(trainer, folder.path, main)
     state = trainer.state
-    res = results(state, output, round(time.perf_counter() - t0, 2))
+    res = results(state, round(time.perf_counter() - t0, 2))
     info.best_checkpoint = res.pop("best_checkpoint")
     if main:
         info.status, info.metrics, info.results = "complete", state.log_history, res

@@ -70,12 +70,28 @@ def save_final(trainer, run_dir: Path, main: bool) -> None:
         shutil.rmtree(tmp)
 
 
-def results(state, output, seconds: float) -> dict[str, Any]:
-    """The run's results block from the Trainer state and train() output."""
+def mean_train_loss(log_history: list[dict]) -> float | None:
+    """Mean training loss over the whole run, resumed parts included: each logged loss (a mean since the previous
+    log) weighted by the steps it covers.
+
+    >>> mean_train_loss([{"step": 1, "loss": 4.0}, {"step": 3, "loss": 1.0}, {"step": 3, "eval_loss": 9.0}])
+    2.0
+    """
+    total = steps = prev = 0
+    for m in log_history:
+        if "loss" in m:
+            total += m["loss"] * (m["step"] - prev)
+            steps += m["step"] - prev
+            prev = m["step"]
+    return total / steps if steps else None
+
+
+def results(state, seconds: float) -> dict[str, Any]:
+    """The run's results block from the Trainer state (whole-run figures, also after a resume)."""
     losses = [m for m in state.log_history if "loss" in m]
     best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
     return {"steps": state.global_step, "final_train_loss": losses[-1]["loss"] if losses else None,
-            "mean_train_loss": output.training_loss, "best_eval_loss": state.best_metric,
+            "mean_train_loss": mean_train_loss(state.log_history), "best_eval_loss": state.best_metric,
             "tokens_seen": state.num_input_tokens_seen,
             "trained_tokens_seen": losses[-1].get("trained_tokens_seen") if losses else None,
             "tokens_per_second": losses[-1].get("tokens_per_second") if losses else None,

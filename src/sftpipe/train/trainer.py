@@ -169,6 +169,7 @@ class SftTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
         self._trained_seen = torch.zeros((), dtype=torch.long)
+        self._trained_before: int | None = None  # trained tokens of the run before a resume (from its logs)
         self._eval_totals = torch.zeros(2, dtype=torch.float64)
         self._session = (None, 0)  # (wall time of the first step this session, tokens seen then)
 
@@ -208,7 +209,10 @@ class SftTrainer(Trainer):
             seen = self._trained_seen.to(self.args.device)
             if self.args.world_size > 1:
                 seen = self.accelerator.reduce(seen, reduction="sum")
-            logs["trained_tokens_seen"] = int(seen.item())
+            if self._trained_before is None:  # on resume, the restored logs carry the count so far
+                self._trained_before = next((int(m["trained_tokens_seen"]) for m in reversed(self.state.log_history)
+                                             if "trained_tokens_seen" in m), 0)
+            logs["trained_tokens_seen"] = self._trained_before + int(seen.item())
             t0, tokens0 = self._session
             if t0 is not None:
                 elapsed = max(time.perf_counter() - t0, 1e-9)
