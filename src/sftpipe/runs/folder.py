@@ -129,3 +129,18 @@ def write_serving_files(folder: Path, tokenizer, examples: list, generation_conf
                             "different render than training would see")
     atomic_write_text(folder / "generation_config.json", generation_config.to_json_string())
     return {k: parity[k] for k in ("examples_checked", "text_mismatches", "token_mismatches")}
+
+
+def point_adapter_at_hub_id(folder: Path, base_model: str) -> None:
+    """peft records the base weights' local (cache) path in adapter_config.json; name the hub id instead where
+    one is known, so the adapter loads elsewhere. The local path stays in run.json `base_model_path`."""
+    import json
+
+    from ..io import write_json
+    from ..models import HUB_IDS
+
+    path = Path(folder) / "adapter_config.json"
+    if base_model in HUB_IDS and path.is_file():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = HUB_IDS[base_model]
+        write_json(path, config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelError
-from ..models import resolve_model
+from ..models import load_error, resolve_model
 from .checkpoints import complete_checkpoints
 from .folder import require_complete
 from .info import RunInfo
@@ -51,9 +51,12 @@ def load_base(info: RunInfo, tokenizer_size: int | None = None, *, dtype=None):
     to the tokenizer's size)."""
     from transformers import AutoModelForCausalLM
 
-    trust = bool(info.section("model").get("trust_remote_code", False))
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(info.base_model), dtype=dtype, use_safetensors=True,
-                                                trust_remote_code=trust)
+    folder = resolve_model(info.base_model)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
+                                                    trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise load_error(folder, "model", exc) from None
     current = base.get_input_embeddings().weight.shape[0]
     size = info.vocab_size or (tokenizer_size if tokenizer_size and tokenizer_size > current else None)
     if size and size != current:
@@ -65,7 +68,10 @@ def load_tokenizer(run_dir: str | Path):
     """The run's tokenizer (with the exact training template in its chat_template)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(Path(run_dir))
+    try:
+        return AutoTokenizer.from_pretrained(Path(run_dir))
+    except (OSError, ValueError, TypeError) as exc:
+        raise load_error(Path(run_dir), "tokenizer", exc) from None
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype=None, merge: bool = False):
@@ -85,7 +91,10 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, dtype
         if merge:
             model = model.merge_and_unload()
     elif (folder / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise load_error(folder, "model", exc) from None
     else:
         raise ModelError(f"{folder} holds neither an adapter (adapter_config.json) nor full weights (config.json); "
                          "fix: train to completion, or pass a checkpoint that was saved")

@@ -21,6 +21,7 @@ from ..io import write_jsonl
 from ..models import EMBEDDED, resolve_model
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
 from ..runs import write_card, write_serving_files
+from ..runs.folder import point_adapter_at_hub_id
 from ..train.data import (HASH_DEFINITION, ItemCollator, ItemDataset, effective_batch, end_of_turn_ids, load_split,
                           resolve_batching, resolve_max_tokens, resolve_pad_multiple)
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
@@ -131,6 +132,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     trainer.remove_callback(PrinterCallback)  # our progress (or nothing) instead of printed dicts
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save_final(trainer, folder.path, main)
+    if main:
+        point_adapter_at_hub_id(folder.path, info.base_model)
     state = trainer.state
     res = results(state, round(time.perf_counter() - t0, 2))
     info.best_checkpoint = res.pop("best_checkpoint")

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, ModelError
-from ..models import resolve_model
+from ..errors import ConfigError
+from ..models import load_error, resolve_model
 from .dropout import lean_dropout
 
 LORA_LR, FULL_LR = 2e-4, 2e-5
@@ -110,11 +110,11 @@ def load_for_training(cfg, tokenizer, added_tokens: list[str], *, device: str, p
         kwargs.update(dtype=compute, device_map={"": local_rank}, quantization_config=BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=lcfg.quant_type, bnb_4bit_use_double_quant=lcfg.double_quant,
             bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute))
+    folder = resolve_model(cfg.model.name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model.name), **kwargs)
-    except OSError as exc:
-        raise ModelError(f"cannot load model {cfg.model.name!r} ({exc}); fix: point model.name at a folder with "
-                         "config.json and model.safetensors") from None
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise load_error(folder, "model", exc) from None
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in added_tokens]
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
