@@ -28,7 +28,9 @@ def test_a_model_folder_without_tokenizer_files_names_the_folder_and_fix(tmp_pat
     assert str(tmp_path) in str(e.value)
 
 def test_the_card_names_the_hub_id_and_keeps_the_local_path():
-    info = {"config": {"name": "r", "train": dict.fromkeys(("scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum", "weight_decay", "seed", "max_grad_norm", "gradient_checkpointing"), 0),
+    train = dict.fromkeys(("scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum",
+                           "weight_decay", "seed", "max_grad_norm", "gradient_checkpointing"), 0)
+    info = {"config": {"name": "r", "train": train,
                        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
                        "render": {"max_length": 64}},
             "base_model": "smollm2-135m-instruct", "base_model_path": "/cache/models/smollm2-135m-instruct",
