@@ -47,3 +47,17 @@ def test_bad_yaml_and_bad_override_are_config_errors(tmp_path):
         parse_overrides(["render.max_length"])
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_section_given_twice_is_an_error_not_a_silent_overwrite(tmp_path):
+    path = tmp_path / "sftpipe.yaml"
+    path.write_text("render:\n  max_length: 10\nmodel:\n  name: x\nrender:\n  train_on: last_assistant\n")
+    with pytest.raises(ConfigError, match=r"(?s)line 5: key 'render' appears twice \(first on line 1\).*fix: merge"):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"(?s)latin1.yaml.*not UTF-8 .*fix: save the file as UTF-8"):
+        load_config(path)

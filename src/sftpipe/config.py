@@ -58,6 +58,11 @@ class RenderConfig(Section):
     train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     truncation: Literal["drop", "drop_oldest_turns", "truncate"] = "drop"
     overflow: Literal["error", "drop", "truncate"] = "drop"
+    # Assistant reasoning (`reasoning_content` / `thinking`, or a leading <think>...</think> in the reply) on
+    # templates that render it or whose generation prompt opens a think block (DeepSeek-R1, Nemotron 3, Qwen3):
+    # keep = train it, and an empty think block where a reply has none; empty = drop all reasoning, train
+    # empty think blocks; refuse = a trained reply without reasoning on a think-prompt template is a record error.
+    reasoning: Literal["keep", "empty", "refuse"] = "keep"
 
 
 class TrainConfig(Section):
@@ -113,6 +118,58 @@ class LoraConfig(Section):
     double_quant: bool = True  # qlora only
 
 
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")  # TRL 1.16 DPOTrainer's loss_type
+
+
+class DpoConfig(Section):
+    """DPO (`sftpipe dpo`): preference pairs, the SFT run that is the reference, and the preference schedule.
+
+    lr default: 1e-5 for LoRA (the top of the guide's 5e-6..1e-5 for LoRA on small models: a low-rank update moves
+    the policy less per step, and a light pass is a few hundred steps), 1e-6 for full weights (every weight moves).
+    """
+
+    reference: str | None = None  # required: an SFT run folder (runs/<name>) or one of its checkpoint folders
+    train: list[str] = Field(default_factory=list)  # preference pairs (JSONL / Parquet)
+    eval: list[str] = Field(default_factory=list)
+    format: Literal["auto", "prompt_chosen_rejected", "conversations"] = "auto"
+    on_error: Literal["fail", "skip"] = "fail"  # skip: bad pairs go to rejects.jsonl with their reason
+    beta: float = Field(0.1, gt=0)
+    loss: Literal[DPO_LOSSES] = "sigmoid"  # type: ignore[valid-type]
+    lr: float | None = Field(None, gt=0)  # default: 1e-5 for LoRA, 1e-6 for full (see above)
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    batch_size: int = Field(4, ge=1)  # pairs per micro-batch (each pair is two rows: chosen, rejected)
+    grad_accum: int = Field(4, ge=1)
+    max_length: int = Field(1024, ge=16)  # prompt + reply tokens; a longer pair is an error (or skipped)
+    max_prompt_length: int = Field(768, ge=8)
+    precompute_ref_log_probs: bool = True  # reference log-probs once, cached by data hash + reference sha256
+    group_by_length: bool = True  # micro-batches of similar length (less padding)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    seed: int = 42
+    max_grad_norm: float = Field(1.0, ge=0)
+    logging_steps: int = Field(1, ge=1)
+    eval_steps: int = Field(50, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    output_dir: str = "runs"  # the run folder is <output_dir>/<name>
+    overwrite: bool = False
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_list(cls, v: Any) -> Any:
+        return [] if v in (None, "none") else [v] if isinstance(v, str) else v
+
+
 class SftpipeConfig(Section):
     """The whole project config. Each verb reads only its own sections."""
 
@@ -125,6 +182,7 @@ class SftpipeConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -188,6 +246,43 @@ def format_errors(err: ValidationError, model: type[BaseModel]) -> list[str]:
     return problems
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice (first on line "
+                                    f"{seen[key] + 1}), and only one would be kept; fix: merge the two into one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file strictly (UTF-8, no duplicate keys); ConfigError naming the file, line and fix."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(p), [f"not UTF-8 (byte {exc.start}: {exc.reason}); fix: save the file as UTF-8"]) \
+            from None
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read it ({exc.strerror}); fix: check the path and its permissions"]) \
+            from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(str(p), [str(exc)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"invalid YAML: {' '.join(str(exc).split())}"]) from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> SftpipeConfig:
     """Read `path` (YAML, optional) over `base`, then apply `--set` overrides and CLI `flags` (dotted keys, None
@@ -198,10 +293,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.exists():
             raise ConfigError(source, [f"file not found; fix: pass an existing sftpipe.yaml (cwd: {Path.cwd()})"])
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+        loaded = read_yaml(p) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(source, ["the top level must be a mapping of sections (model:, data:, ...)"])
         data = _merge(data, loaded)
