@@ -333,3 +333,43 @@ def test_jsonl_round_trip_preserves_conversations(tmp_path_factory, convs):
     back = read_conversations(path).conversations
     assert [(c.messages, c.meta) for c in back] == [(c.messages, c.meta) for c in convs]
     assert [c.source.line for c in back] == list(range(1, len(convs) + 1))
+
+
+# --- reasoning --------------------------------------------------------------------------------------------------
+
+def test_reasoning_content_and_its_alias_thinking_are_read_onto_assistant_messages():
+    conv = parse_record({"messages": [{"role": "user", "content": "2+2?"},
+                                      {"role": "assistant", "content": "4.", "reasoning_content": "Add."},
+                                      {"role": "user", "content": "3+3?"},
+                                      {"role": "assistant", "content": "6.", "thinking": "Add again."},
+                                      {"role": "user", "content": "ok"},
+                                      {"role": "assistant", "content": "Good.", "thinking": "  "}]})
+    assert [m.reasoning_content for m in conv.messages[1::2]] == ["Add.", "Add again.", None]  # blank: none
+    assert conv.to_record()["messages"][3] == {"role": "assistant", "content": "6.", "reasoning_content": "Add again."}
+    mapped = parse_record({"messages": [{"role": "user", "content": "q"},
+                                        {"role": "assistant", "content": "a", "cot": "why"}]},
+                          column_map={"reasoning_content": "cot"})
+    assert mapped.messages[1].reasoning_content == "why"
+
+
+@pytest.mark.parametrize("extra, reason, field", [
+    ({"reasoning_content": "a", "thinking": "b"}, "bad_reasoning", "thinking"),
+    ({"reasoning_content": 7}, "bad_type", "reasoning_content"),
+])
+def test_bad_reasoning_is_reported_with_its_field(extra, reason, field):
+    e = error({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", **extra}]})
+    assert (e.reason, e.index, e.field) == (reason, 1, field)
+
+
+def test_reasoning_on_a_user_message_is_rejected():
+    e = error({"messages": [{"role": "user", "content": "q", "thinking": "hmm"},
+                            {"role": "assistant", "content": "a"}]})
+    assert (e.reason, e.index) == ("bad_reasoning", 0)
+
+
+def test_image_parts_are_out_of_scope_with_a_clear_message():
+    e = error({"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                                          {"type": "image_url", "image_url": {"url": "x.png"}}]},
+                            {"role": "assistant", "content": "A cat."}]})
+    assert (e.reason, e.index) == ("bad_content", 0)
+    assert "part 1 is an image ('image_url'); images are out of scope" in e.message and "drop the image" in e.fix

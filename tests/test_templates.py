@@ -64,7 +64,8 @@ EXPECTED = {
               "<|user|>\nThanks!</s>\n<|assistant|>\nYou're welcome.</s>\n",
 }
 # control tokens each built-in writes literally (no tokenizer given), in order of first appearance
-LITERAL_CONTROL = {"alpaca": (), "chatml": ("<|im_start|>", "<|im_end|>"), "gemma": ("<start_of_turn>", "<end_of_turn>"),
+LITERAL_CONTROL = {"alpaca": (), "chatml": ("<|im_start|>", "<|im_end|>"),
+                   "gemma": ("<start_of_turn>", "<end_of_turn>"),
                    "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
                    "mistral": ("[INST]", "[/INST]"), "phi3": ("<|system|>", "<|end|>", "<|user|>", "<|assistant|>"),
                    "zephyr": ("<|system|>", "<|user|>", "<|assistant|>")}
@@ -297,8 +298,19 @@ def model_like(tok, entry):
     return tok
 
 
+# Image-capable templates read content as a list of parts, even for text-only chat
+PARTS = {"smolvlm2", "idefics3"}
+
+
 def asset_conv(name):
-    return CONV[1:] if name.startswith("gemma") else CONV  # Gemma 2 has no system role
+    conv = CONV[1:] if name.startswith("gemma") else CONV  # Gemma 2 has no system role
+    if name in PARTS:
+        conv = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in conv]
+    return conv
+
+
+def content_of(message) -> str:
+    return message["content"] if isinstance(message["content"], str) else message["content"][0]["text"]
 
 
 def special_of(name):
@@ -320,7 +332,7 @@ def test_asset_renders_with_smollm2_after_prepare(tok, name):
     prepare_tokenizer(tok, template)
     text = render(tok, template, asset_conv(name), **special_of(name))
     for m in asset_conv(name)[1:]:
-        assert m["content"] in text
+        assert content_of(m) in text
     ids = tok.encode(text, add_special_tokens=False)
     for token in template.control_tokens:
         assert len(tok.encode(token, add_special_tokens=False)) == 1
@@ -337,7 +349,15 @@ def test_asset_control_tokens_match_the_models_tokenizer(tok, name):
 
 # (honours add_generation_prompt, prefix-stable) as rendered; the lead's engine must cope with every False
 ASSET_BEHAVIOUR = {
+    "cohere2": (True, True),  # replies end in two control tokens: <|END_RESPONSE|><|END_OF_TURN_TOKEN|>
     "deepseek-r1-distill-qwen": (True, False),  # prompt ends "<think>\n", replies are rendered without it
+    "deepseek-v3": (True, False),  # the same, as shipped by DeepSeek-R1
+    "idefics3": (True, True),
+    "nemotron-3-nano": (True, False),  # prompt ends "<think>\n", a reply without reasoning renders "<think></think>"
+    "nemotron-3-super": (True, False),
+    "nemotron-3-ultra": (True, False),
+    "nemotron-3.5-lightning": (True, False),
+    "smolvlm2": (True, True),
     "gemma-2-2b-it": (True, True),
     "llama3.1-8b-instruct": (True, True),
     "mistral-7b-instruct-v0.3": (False, False),  # no generation prompt; system only in a final user turn
@@ -364,7 +384,7 @@ REASONING_CONV = [SYSTEM, {"role": "user", "content": "Q1"},
                   {"role": "assistant", "content": "<think>\nR2 second reasoning\n</think>\n\nA2"}]
 
 
-@pytest.mark.parametrize("name", ["qwen3-8b", "deepseek-r1-distill-qwen"])
+@pytest.mark.parametrize("name", ["qwen3-8b", "deepseek-r1-distill-qwen", "deepseek-v3"])
 def test_reasoning_templates_drop_earlier_turns_reasoning(ro_tok, name):
     source = (ASSETS / f"{name}.jinja").read_text(encoding="utf-8")
     special = special_of(name)

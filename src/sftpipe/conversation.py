@@ -24,7 +24,11 @@ class Source:
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message. `train` overrides the multi-turn policy for this message (assistant only)."""
+    """One chat message. `train` overrides the multi-turn policy for this message (assistant only).
+
+    `reasoning_content` is an assistant's reasoning (the text a reasoning model writes inside its think block),
+    kept apart from the reply as transformers and vLLM do; readers also accept the alias `thinking`.
+    """
 
     role: str
     content: str
@@ -32,9 +36,13 @@ class Message:
     tool_calls: tuple[dict, ...] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
 
     def to_template(self) -> dict[str, Any]:
-        """The message as the dict a Jinja chat template sees (no sftpipe-only keys, no None values)."""
+        """The message as the dict a Jinja chat template sees (no sftpipe-only keys, no None values).
+
+        Reasoning goes in under both names templates read: `reasoning_content` (Qwen3, Nemotron) and `thinking`.
+        """
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             out["tool_calls"] = [dict(c) for c in self.tool_calls]
@@ -42,6 +50,8 @@ class Message:
             out["name"] = self.name
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        if self.reasoning_content is not None:
+            out["reasoning_content"] = out["thinking"] = self.reasoning_content
         return out
 
 
@@ -62,6 +72,7 @@ class Conversation:
         msgs = []
         for m in self.messages:
             d = m.to_template()
+            d.pop("thinking", None)  # written once, as reasoning_content
             if m.train is not None:
                 d["train"] = m.train
             msgs.append(d)
@@ -81,7 +92,8 @@ def validate_messages(messages: list[Message]) -> None:
     """Raise `RecordError` (with the message index and field) unless `messages` is a trainable conversation.
 
     Checks: known role, non-empty string content (an assistant message with tool calls may be empty),
-    a system message only first, and at least one assistant message.
+    reasoning only on assistant messages and only as a string, a system message only first, and at least one
+    assistant message.
     """
     if not messages:
         raise RecordError("no_messages", "conversation has no messages", field="messages",
@@ -89,7 +101,8 @@ def validate_messages(messages: list[Message]) -> None:
     for i, m in enumerate(messages):
         if m.role not in ROLES:
             raise RecordError("unknown_role", f"unknown role {m.role!r} (allowed: {', '.join(ROLES)})",
-                              index=i, field="role", fix="rename the role to one of those (ShareGPT data: use format sharegpt)")
+                              index=i, field="role",
+                              fix="rename the role to one of those (ShareGPT data: use format sharegpt)")
         if not isinstance(m.content, str):
             raise RecordError("bad_content", f"content is {type(m.content).__name__}, not a string",
                               index=i, field="content", fix="give the content as a string or a list of text parts")
@@ -99,6 +112,12 @@ def validate_messages(messages: list[Message]) -> None:
         if m.role == "system" and i != 0:
             raise RecordError("system_not_first", "a system message may only come first", index=i, field="role",
                               fix="move the system message to the start or merge it into the first one")
+        if m.reasoning_content is not None and m.role != "assistant":
+            raise RecordError("bad_reasoning", f"reasoning_content is set on a {m.role} message", index=i,
+                              field="reasoning_content", fix="only assistant replies carry reasoning; remove it")
+        if m.reasoning_content is not None and not isinstance(m.reasoning_content, str):
+            raise RecordError("bad_reasoning", f"reasoning_content is {type(m.reasoning_content).__name__}, not a "
+                              "string", index=i, field="reasoning_content", fix="give the reasoning as a string")
         if m.train is not None and m.role != "assistant":
             raise RecordError("train_on_non_assistant", f"'train' is set on a {m.role} message", index=i,
                               field="train", fix="only assistant messages can be trained; remove the key")

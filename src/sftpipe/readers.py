@@ -25,7 +25,9 @@ _TOP_KEYS = {
 }
 _DETECT = (("openai", ("messages",)), ("sharegpt", ("conversations",)), ("alpaca", ("instruction", "output")),
            ("prompt_completion", ("prompt", "completion")))
-_MESSAGE_KEYS = ("role", "content", "from", "value", "tool_calls", "name", "tool_call_id", "train", "weight")
+_MESSAGE_KEYS = ("role", "content", "from", "value", "tool_calls", "name", "tool_call_id", "train", "weight",
+                 "reasoning_content", "thinking")
+_IMAGE_PARTS = ("image", "image_url", "input_image")
 CANONICAL_KEYS = tuple(dict.fromkeys(k for keys in _TOP_KEYS.values() for k in keys)) + _MESSAGE_KEYS
 # ShareGPT speaker names (incl. LLaMA-Factory's tool turns) -> roles. A function_call turn is the assistant's
 # tool call written as text; an observation is the tool's answer.
@@ -82,6 +84,11 @@ def _text(value: Any, field: str, index: int | None) -> str:
     out = []
     for j, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind in _IMAGE_PARTS:
+            raise RecordError("bad_content", f"content part {j} is an image ({kind!r}); images are out of scope: "
+                              "sftpipe trains on text, also with image-capable templates (SmolVLM, Idefics3), "
+                              "which get text parts", index=index, field=field,
+                              fix="drop the image parts (keep the text parts) or drop the record")
         if kind != "text" or not isinstance(part.get("text"), str):
             raise RecordError("bad_content", f"content part {j} is {kind!r}; only text parts "
                               "({'type': 'text', 'text': ...}) are supported", index=index, field=field,
@@ -108,6 +115,19 @@ def _train_flag(d: dict, cm: dict[str, str], i: int) -> bool | None:
                               field=cm.get("weight", "weight"), fix="use weight 0 (don't train) or 1 (train)")
         train = bool(weight)
     return train
+
+
+def _reasoning(d: dict, cm: dict[str, str], i: int) -> str | None:
+    """An assistant's reasoning from `reasoning_content` or its alias `thinking` (None when absent or blank)."""
+    values = {}
+    for key in ("reasoning_content", "thinking"):
+        value = _typed(_get(d, key, cm, i, False), str, "a string", cm.get(key, key), i)
+        if value is not None and value.strip():
+            values[key] = value
+    if len(set(values.values())) > 1:
+        raise RecordError("bad_reasoning", "reasoning_content and thinking differ", index=i,
+                          field=cm.get("thinking", "thinking"), fix="keep one of the two keys")
+    return next(iter(values.values()), None)
 
 
 def _message(d: Any, i: int, cm: dict[str, str], sharegpt: bool = False) -> Message:
@@ -140,6 +160,7 @@ def _message(d: Any, i: int, cm: dict[str, str], sharegpt: bool = False) -> Mess
         name=_typed(_get(d, "name", cm, i, False), str, "a string", cm.get("name", "name"), i),
         tool_call_id=_typed(_get(d, "tool_call_id", cm, i, False), str, "a string",
                             cm.get("tool_call_id", "tool_call_id"), i),
+        reasoning_content=_reasoning(d, cm, i),
     )
 
 
