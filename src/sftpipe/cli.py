@@ -117,6 +117,23 @@ def train(config: Config = None, set: Sets = None, model: Model = None, template
 
 
 @app.command()
+def dpo(config: Config = None, set: Sets = None,
+        reference: Annotated[str | None, typer.Option("--reference", help="SFT run folder or checkpoint "
+                                                      "(dpo.reference).")] = None,
+        input: Annotated[list[str] | None, typer.Option("--input", "-i", help="Preference pairs JSONL/Parquet "
+                                                        "(dpo.train).")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="Run name: runs/<name> (name).")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")]
+        = False) -> None:
+    """Preference pass (DPO) from an SFT run as the reference, on the same render; writes runs/<name>/."""
+    from .stages.dpo import run
+    from .stages.show import print_dpo
+
+    cfg = _config(config, set, **{"dpo.reference": reference, "dpo.train": input, "name": name})
+    print_dpo(run(cfg, resume=resume))
+
+
+@app.command()
 def merge(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) with a LoRA adapter.")],
           output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: <run>/merged.")] = None,
           checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="checkpoint-<step> instead of "
@@ -127,6 +144,28 @@ def merge(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>)
     from .stages.show import print_merge
 
     print_merge(run(run_dir, output, checkpoint=checkpoint, overwrite=overwrite))
+
+
+@app.command()
+def doctor(config: Config = None, set: Sets = None,
+           run: Annotated[Path | None, typer.Option("--run", help="Run folder (default: runs/<name> if it "
+                                                     "exists).")] = None,
+           json_: Annotated[bool, typer.Option("--json", help="Print the findings as JSON (for CI).")] = False,
+           strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+           check: Annotated[list[str] | None, typer.Option("--check", help="Only these checks (by name).")]
+           = None) -> None:
+    """Check the guide's production checklist and pitfalls against the config, its data and its run."""
+    import json
+
+    from .stages.doctor import run as run_doctor
+    from .stages.show import print_doctor
+
+    result = run_doctor(_config(config, set), config_path=config, run_dir=run, only=check)
+    if json_:
+        typer.echo(json.dumps(result.to_json(strict), indent=2))
+    else:
+        print_doctor(result)
+    raise typer.Exit(result.exit_code(strict))
 
 
 demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
@@ -164,6 +203,12 @@ def main() -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2 if isinstance(err, (ConfigError, ValueError)) else 1)
+    except OSError as err:  # a path the user gave that cannot be read or written (not found, permissions, full)
+        if os.environ.get("SFTPIPE_DEBUG") or not err.filename:
+            raise
+        typer.echo(f"error: {err.filename}: {err.strerror}; fix: check that the path exists and that you may "
+                   "read or write it (and that the disk has room)", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

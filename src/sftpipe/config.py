@@ -38,6 +38,7 @@ class DataConfig(Section):
     format: Literal["auto", "openai", "sharegpt", "alpaca", "prompt_completion"] = "auto"
     column_map: dict[str, str] = Field(default_factory=dict)
     on_error: Literal["fail", "skip"] = "fail"
+    allow_empty: bool = False  # an input with no records is an error unless this is set
 
     @field_validator("train", "eval", mode="before")
     @classmethod

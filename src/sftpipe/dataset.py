@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterable
 
 
 from .conversation import Conversation
-from .errors import RecordError
+from .errors import ConfigError, RecordError
+from .io import require_files
 from .gcpause import no_cyclic_gc
 from .models import load_tokenizer
+from .readers import read_conversations
 from .render import ChatRenderer, Example
 from .templates import load_template
 
@@ -159,3 +161,15 @@ def build_renderer(cfg) -> ChatRenderer:
     """The tokenizer + template + masking policy that a config (`model`, `template`, `render`) names."""
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
     return ChatRenderer(tokenizer, load_template(cfg.template.name, tokenizer), train_on=cfg.render.train_on)
+
+
+def read_data(cfg, paths: list[str], key: str, *, on_error: str | None = None):
+    """Read the `data` files named by config key `key` (e.g. data.train) as the config says: every file must exist,
+    and at least one record must be there unless data.allow_empty."""
+    require_files(paths, key)
+    read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
+                              on_error=on_error or cfg.data.on_error)
+    if read.n_in == 0 and not cfg.data.allow_empty:
+        raise ConfigError(key, [f"{', '.join(map(str, paths))}: no records; fix: check the file(s), or pass "
+                                "--set data.allow_empty=true if an empty input is expected"])
+    return read

@@ -131,3 +131,13 @@ def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def require_files(paths: Iterable[str | os.PathLike], key: str) -> None:
+    """Every path is a readable file, else one error listing each that is not (the config key and the fix)."""
+    from .errors import ConfigError
+
+    problems = [f"{p}: {'is a folder' if Path(p).is_dir() else 'file not found'}; fix: give an existing "
+                f"JSONL/Parquet file" for p in paths if not Path(p).is_file()]
+    if problems:
+        raise ConfigError(key, problems)

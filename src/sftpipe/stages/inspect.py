@@ -6,10 +6,9 @@ from rich.console import Console
 from rich.text import Text
 
 from ..config import SftpipeConfig
+from ..dataset import build_renderer, read_data
 from ..errors import ConfigError
-from ..readers import read_conversations
 from ..render import Example
-from ..dataset import build_renderer
 
 
 def highlight(example: Example, tokenizer) -> Text:
@@ -25,8 +24,7 @@ def run(cfg: SftpipeConfig, index: int = 0, console: Console | None = None) -> l
     """Render record `index` of `data.train` and print it; returns its examples."""
     if not cfg.data.train:
         raise ConfigError("config", ["data.train: no input files; fix: pass --input FILE"])
-    read = read_conversations(cfg.data.train, format=cfg.data.format, column_map=cfg.data.column_map or None,
-                              on_error="fail")
+    read = read_data(cfg, cfg.data.train, "data.train", on_error="fail")
     if not 0 <= index < len(read.conversations):
         raise ConfigError("--index", [f"index {index} is out of range; the input has {len(read.conversations)} "
                                       f"records (allowed: 0..{len(read.conversations) - 1})"])

@@ -11,12 +11,11 @@ from typing import Any
 
 from ..commit import promote
 from ..config import SftpipeConfig
-from ..dataset import MaskReport, build_examples, build_renderer
+from ..dataset import MaskReport, build_examples, build_renderer, read_data
 from ..errors import ConfigError, TemplateError
 from ..io import write_json, write_jsonl, write_records
 from ..pack import group_by_length, pack
 from ..parity import check_parity, save_tokenizer
-from ..readers import read_conversations
 from ..render import Example
 from . import show
 
@@ -59,8 +58,7 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
     if Path(output).resolve() in {Path(p).resolve() for p in paths}:
         raise ConfigError("--output", [f"{output} is also an input (data.{split}); fix: write the rows to another "
                                        "file"])
-    read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
-                              on_error=cfg.data.on_error)
+    read = read_data(cfg, paths, f"data.{split}")
     renderer = build_renderer(cfg)
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
                                              truncation=cfg.render.truncation, on_error=cfg.data.on_error,

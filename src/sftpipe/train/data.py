@@ -18,10 +18,10 @@ import torch
 from ..collate import PackedCollator, PaddedCollator
 from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
 from ..curate.pipeline import require_curated
-from ..dataset import MaskReport, Tracker, build_examples
+from ..dataset import MaskReport, Tracker, build_examples, read_data
 from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
-from ..readers import _rows, read_conversations
+from ..readers import _rows
 from ..render import ChatRenderer, Example
 from .trainer import trained_index
 
@@ -218,8 +218,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
         return None
     for p in paths:
         require_curated(p)
-    read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
-                              on_error=cfg.data.on_error)
+    read = read_data(cfg, paths, f"data.{split}")
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
                                              truncation=cfg.render.truncation, on_error=cfg.data.on_error,
                                              progress=progress(f"render {split}", len(read.conversations))
