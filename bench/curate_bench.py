@@ -9,13 +9,18 @@
    `--reps` times; the best run counts. Prints docs/s, the speed ratio (target >= 10x) and the agreement on
    which records are dropped (target >= 0.99).
 2. pii: recall and precision (targets 0.98 / 0.95) on the labelled synthetic set (sftpipe.curate.pii_synth)
-   and on the Harbor generator's own noise manifest (written independently of the recognizers).
+   and on the Harbor generator's own noise manifest (written independently of the recognizers); per type on the
+   hand-labelled set tests/assets/pii/labelled.jsonl (names of many languages and scripts, addresses of ~25
+   countries, hard negatives; overall and per split: dev, heldout, blind, see its README); and the speed of the
+   pii stage (Pii.process, default config) on the Harbor `default` export, best of `--reps` runs (CPU seconds).
 3. harbor: configs/harbor-curate.yaml on the Harbor `default` export, scored against raw/noise_manifest.jsonl:
    per noise label the share of threads dropped (and by which stage/reason), and the clean threads dropped.
 4. pipeline: whole-pipeline throughput on 20,000 conversations (default curate config plus mixing).
 
     .venv/bin/python bench/curate_bench.py [--n 20000] [--workers 2] [--only near,pii,harbor,pipeline]
                                            [--out bench/results/curate_bench.json]
+
+With --only, an existing --out file keeps the sections that were not run.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from sftpipe.config import load_config
 from sftpipe.curate.base import key_text
 from sftpipe.curate.minhash import NearIndex, lsh_bands
 from sftpipe.curate.shingles import shingles
-from sftpipe.curate.pii import find_pii
-from sftpipe.curate.pii_synth import make_set, score
+from sftpipe.curate.config import PiiConfig
+from sftpipe.curate.pii import Pii, find_pii
+from sftpipe.curate.pii_synth import make_set, score, score_by_type
 from sftpipe.demo.generate import generate
 from sftpipe.readers import read_conversations
 from sftpipe.stages.curate import run as run_curate_stage
@@ -143,6 +149,32 @@ def bench_pii_manifest(export: Path, manifest: Path) -> dict:
             "precision": round(good / spans_n, 4) if spans_n else None}
 
 
+def bench_pii_labelled(path: Path) -> dict:
+    """Per-type recall and precision on the hand-labelled set, overall and per split."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    splits = sorted({r["split"] for r in rows})
+    return {"messages": len(rows), "all": score_by_type(rows),
+            "by_split": {s: score_by_type([r for r in rows if r["split"] == s]) for s in splits}}
+
+
+def bench_pii_speed(export: Path, reps: int) -> dict:
+    """The pii stage over every thread of an export: best of `reps` runs, CPU and wall seconds."""
+    convs = read_conversations([export], on_error="skip").conversations
+    stage = Pii(PiiConfig())
+    stage.process(convs[0])  # loads the word lists
+    runs = []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for conv in convs:
+            stage.process(conv)
+        runs.append((time.process_time() - c0, time.perf_counter() - t0))
+    cpu, wall = min(runs)
+    messages = sum(len(c.messages) for c in convs)
+    return {"threads": len(convs), "messages": messages, "reps": reps, "cpu_seconds": round(cpu, 3),
+            "wall_seconds": round(wall, 3), "messages_per_cpu_s": round(messages / cpu), "ms_per_thread": round(
+                1000 * cpu / len(convs), 3)}
+
+
 def bench_harbor(folder: Path, workers: int) -> dict:
     """configs/harbor-curate.yaml on the Harbor `default` export (seed 0), scored against its noise manifest.
 
@@ -165,7 +197,6 @@ def bench_harbor(folder: Path, workers: int) -> dict:
     for r in map(json.loads, res.files["rejected.jsonl"].read_text(encoding="utf-8").splitlines()):
         if isinstance(r["record"], dict) and r["record"].get("id") in manifest:
             rejected[r["record"]["id"]] = (f"{r['stage']}/{r['reason']}", r["details"])
-    copy_of = {m["of"]: rid for rid, m in manifest.items() if "of" in m}
     in_place: set[str] = set()  # sources dropped as duplicates of their labelled copy
     labels: dict[str, Counter] = {}
     clean: Counter = Counter()
@@ -205,7 +236,8 @@ def main() -> None:
     results: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "n": args.n}
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
-        export, general, (export0, manifest0) = harbor(args.n, folder)
+        # near and pipeline need n threads; pii and harbor only the seed-0 export
+        export, general, (export0, manifest0) = harbor(args.n if only & {"near", "pipeline"} else 1, folder)
         if "near" in only:
             convs = read_conversations([export], on_error="skip").conversations
             texts = [key_text(c, "conversation") for c in convs]
@@ -224,6 +256,18 @@ def main() -> None:
                   f"(>= 0.95) over {synth['values']} values")
             print(f"PII Harbor manifest: recall {harbor_pii['recall']}, precision {harbor_pii['precision']} over "
                   f"{harbor_pii['values']} values")
+            results["pii_labelled"] = lab = bench_pii_labelled(ROOT / "tests" / "assets" / "pii" / "labelled.jsonl")
+            print(f"PII per type on the hand-labelled set ({lab['messages']} messages; targets recall >= 0.98, "
+                  f"precision >= 0.95):")
+            for kind, row in lab["all"].items():
+                by_split = "  ".join(f"{s} {v[kind]['recall']:.3f}/{v[kind]['precision']:.3f}"
+                                     for s, v in lab["by_split"].items() if kind in v)
+                print(f"  {kind:8s} recall {row['recall']:.3f} ({row['found']}/{row['labelled']})  precision "
+                      f"{row['precision']:.3f} ({row['correct']}/{row['detected']})   R/P by split: {by_split}")
+            results["pii_speed"] = sp = bench_pii_speed(export0, args.reps)
+            print(f"PII stage on the Harbor export: {sp['threads']} threads, {sp['messages']} messages in "
+                  f"{sp['cpu_seconds']:.2f} CPU s = {sp['messages_per_cpu_s']} messages/s, "
+                  f"{sp['ms_per_thread']:.3f} ms per thread")
         if "harbor" in only:
             results["harbor"] = hb = bench_harbor(folder, args.workers)
             print(f"Harbor default export ({hb['threads']} threads) with configs/harbor-curate.yaml:")
@@ -250,6 +294,8 @@ def main() -> None:
                                                        results["pipeline"]["stage_seconds"].items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if only != {"near", "pii", "harbor", "pipeline"} and args.out.exists():
+            results = json.loads(args.out.read_text(encoding="utf-8")) | results  # keep the sections not run
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 

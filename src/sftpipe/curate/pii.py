@@ -2,11 +2,26 @@
 
 Recognizers (in priority order when spans overlap): EMAIL (regex), IP (regex, checked by `ipaddress`),
 CARD (13-19 digits that pass the Luhn check), SSN (ddd-dd-dddd, valid ranges), PHONE (Google's
-libphonenumber via `phonenumbers`: valid numbers, or possible ones written in a phone layout), ADDRESS (US-style
-street addresses: number, street name, street type, optional unit, city, state and US/UK/IE/PT postcode)
-and PERSON (US Census name lists plus cues: titles, "my name is", greetings and sign-offs). Cards must also
-start with 2-6 and no number right after "order", "ref", "code" etc. counts as a card or phone. Presidio was
-not used: it needs spaCy and a downloaded NER model for names and addresses; regex-only, it finds neither.
+libphonenumber via `phonenumbers`: valid numbers, or possible ones written in a phone layout), ADDRESS and PERSON.
+Cards must also start with 2-6 and no number right after "order", "ref", "code" etc. counts as a card or phone.
+
+ADDRESS: a street with its house number, in the number-first order of English and French addresses ("12 Oak
+Lane", "12 Rue de Rivoli") or the street-first order of most of Europe and Latin America ("Hauptstraße 5", "Via
+Roma 25", "Av. Paulista, 1578"), Japanese block numbers, CJK addresses and PO boxes; widened left to a flat or
+building and right to unit, city, region and postcode (US, UK, CA, IE, NL, PT/BR, PL, SE/CZ, JP and 4-6 digits).
+
+PERSON: runs of capitalised words (any cased script: Latin, Greek, Cyrillic, Armenian) or of letters of a caseless
+script (CJK, Hangul, Arabic, Hebrew, Indic, Thai, Georgian, ...), with particles ("van der", "bin", "de la"). A
+run is a name after a cue: a title, "my name is", "I'm", "this is", "Name:", a greeting or sign-off, a relation
+("my wife", "ask", "spoke with"), a signature line, "<name> here". Without a cue it must look like a name on its
+own: a first name from the lists that is not an English word, or first and last names with at least one listed.
+Words in the English word list (data/common_words.txt) or data/stop_words.txt end a name; a word that is also a
+listed name ("Bell", "Grace") may stay inside a cued one. A staff member's lone first name introducing the company
+("Carlos here from Harbor Support") is not redacted. Name lists: US census plus hand-compiled lists of names from
+many countries (data/*names*.txt). Known misses: a name in no list and with no cue ("Florentyna said so"),
+companies named after people ("Morgan Stanley"), a street-named product after a count ("2 Park Avenue mugs").
+Measured per type on tests/assets/pii/labelled.jsonl (bench/curate_bench.py). Presidio was not used: it needs
+spaCy and a downloaded NER model for names and addresses; regex-only, it finds neither.
 
 After redaction every value detected in a record is also replaced wherever else it occurs in that record,
 so no detected value is left behind.
@@ -17,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,35 +50,163 @@ _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w
 _CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
 _PHONE_LAYOUT = re.compile(r"^\+|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$|^\d{3,5}[\s.-]\d{3,4}[\s.-]?\d{3,4}$")
+_DIGIT = re.compile(r"\d")
+_SEVEN_DIGITS = re.compile(r"\d(?:\D*\d){6}")
 _ID_BEFORE = re.compile(r"(?:#|[A-Za-z]-|(?i:order|ref|reference|ticket|invoice|tracking|case|id|no\.?|code|coupon|"
                         r"voucher|promo)(?:\s+(?:number|no\.?|id|code|#))?(?:\s+is)?\s*[:#]?\s*)$")
-_STREET_TYPES = ("Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
-                 "Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Crescent|Close")
+
+
+def _char_class(pred, *blocks: tuple[int, int]) -> str:
+    """A regex character class of the code points in `blocks` for which `pred(char)` holds."""
+    runs: list[list[int]] = []
+    for lo, hi in blocks:
+        for cp in range(lo, hi + 1):
+            if pred(chr(cp)):
+                if runs and runs[-1][1] == cp - 1:
+                    runs[-1][1] = cp
+                else:
+                    runs.append([cp, cp])
+    return "[" + "".join(re.escape(chr(a)) + ("" if a == b else "-" + re.escape(chr(b))) for a, b in runs) + "]"
+
+
+_CASED = ((0x41, 0x24F), (0x370, 0x3FF), (0x400, 0x52F), (0x531, 0x58F), (0x1E00, 0x1FFF))
+_UP = _char_class(lambda c: c.isupper() or c.istitle(), *_CASED)
+_LO = _char_class(lambda c: c.islower() or unicodedata.category(c) in ("Mn", "Lm"), (0x300, 0x36F), *_CASED)
+_CL = _char_class(lambda c: unicodedata.category(c) in ("Lo", "Lm", "Mn", "Mc") or "\u10d0" <= c <= "\u10ff",
+                  (0x590, 0x8FF), (0x900, 0xDFF), (0xE00, 0xEFF), (0xF00, 0x109F), (0x10D0, 0x10FF),
+                  (0x1100, 0x11FF), (0x1200, 0x139F), (0x1780, 0x18AF), (0x3040, 0x30FF), (0x3400, 0x4DBF),
+                  (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF))  # letters of caseless scripts
+_L = f"(?:{_UP}|{_LO})"
+
+# --- ADDRESS ---------------------------------------------------------------------------------------------------
+_A_NUM = r"\d{1,5}[A-Za-z]?(?:[/-]\d{1,5}[A-Za-z]?)?"
+_AW = rf"(?:{_UP}{_L}*(?:-{_L}+)*\.?|\d{{1,3}}(?:st|nd|rd|th))"  # a capitalised street-name word or an ordinal
+_A_PART = r"(?:de[ \t]+la|de[ \t]+los|de[ \t]+las|de[ \t]+l['’]|d['’]|de|du|des|la|le|les|l['’]|del|della|dei|" \
+          r"degli|delle|di|da|das|do|dos|los|las|el|y)"
+_A_WORDS = rf"(?:{_A_PART}[ \t]*)?{_AW}(?:[ \t]+(?:{_A_PART}[ \t]*)?{_AW}){{0,3}}"
+_A_EN_TYPES = ("Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
+               "Tce|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Crescent|Cres|Close|Row|Mews|Wynd|Walk|"
+               "Gardens|Grove|Hill|Rise|Vale|View|Green|Parade|Pde|Esplanade|Quay|Wharf|Yard|Alley|Loop|Pike|Plaza|"
+               "Path|Heights|Bend|Cove|Crossing|Strand|Embankment|Promenade|Causeway|Expressway|Freeway|Turnpike|"
+               "Ridge|Run|Landing|Commons|Gate|Hollow|Meadows?|Park|Approach|Drove|Glen|Croft|Wood|Broadway")
+_A_DIR = r"(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)"
+_A_EN = rf"{_A_NUM},?[ \t]+(?:{_A_DIR}\.?[ \t]+)?(?:{_AW}[ \t]+){{1,4}}(?i:{_A_EN_TYPES})\b\.?" \
+        rf"(?:[ \t]+(?:{_A_DIR}|Upper|Lower|Extension|Ext)\b)?|{_A_NUM},?[ \t]+{_UP}{_LO}+(?:way|gate)\b"
+_A_FR = rf"{_A_NUM}(?:[ \t]?(?:bis|ter|quater))?,?[ \t]+(?i:rue|avenue|av\.|boulevard|bd|boul\.|place|allée|allee|" \
+        rf"impasse|chemin|quai|cours|route|rte|passage|square|voie|sentier|rang|montée|côte|ruelle|promenade|" \
+        rf"esplanade|faubourg|parvis|cité|hameau)[ \t]+{_A_WORDS}(?:[ \t]+(?:Ouest|Est|Nord|Sud))?"
+_A_SUFFIX = r"(?i:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|graben|markt|gracht|straat|laan|" \
+            r"plein|kade|singel|dijk|dreef|steeg|gatan|vägen|gata|gade|vej|veien|vegen|torget|katu|kuja)"
+_A_DE_PREP = r"(?:Am|An der|An den|Im|In der|In den|Auf der|Auf dem|Unter den|Zum|Zur)[ \t]+"
+_A_SF = (rf"(?:(?:{_A_DE_PREP})?{_UP}{_L}*(?:-{_L}+)*-?{_A_SUFFIX}|{_A_DE_PREP}{_AW}"
+         rf"|(?:{_AW}[ \t]+){{1,3}}(?:Straße|Strasse|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm|Ufer|gate|gata|vei|veien|"
+         rf"vej|náměstí|nábřeží|třída|ulice|ulica|ulitsa|prospekt|pereulok|shosse|bulvar|naberezhnaya|ploshchad|"
+         rf"vulytsia|utca|út|tér|iela|gatvė|tänav|sokak|sokağı|caddesi|cad\.)"
+         rf"|(?:Calle|C/|Avenida|Avda\.?|Av\.|Paseo|Plaza|Carrer|Passeig|Plaça|Ronda|Camino|Carretera|Calzada|Via|"
+         rf"Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Strada|Rua|Travessa|Praça|Estrada|Alameda|Rodovia|Rue|Avenue|"
+         rf"Boulevard|Chaussée|Place|Quai|ul\.|Ul\.|ulica|al\.|Aleja|Plac|Jirón)[ \t]+{_A_WORDS})"
+         rf",?[ \t]+{_A_NUM}(?![\d.,]\d)")
+_A_POST = r"(?:\d{3,5}-\d{3,4}|\d{5}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|" \
+          r"[A-Z]\d{2}[ \t]?[A-Z\d]{4}|\d{4}[ \t]?[A-Z]{2}|\d{2}-\d{3}|\d{3}[ \t]\d{2}|\d{4,6})(?![\w-])"
+_A_CITY = rf"{_AW}(?:[ \t-]+(?:(?:de|do|da|del|la|le|los|upon|on|sur|am|an|im|bei)[ \t]+)?{_AW}){{0,3}}" \
+          rf"(?:[ \t]+(?:\d{{1,2}}|[A-Z]))?(?![\w-])"
+_A_UNIT = r"(?:(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|Building|Dept|Box)\.?[ \t]*#?[ \t]*[\w-]+|" \
+          r"#[ \t]?[\w-]+|\d{1,2}\.?[ \t]?[º°ªo](?:[ \t]?(?:[A-Z]|Esq|Dto|Dcha|Izq|Izda|Dta)\b\.?)?)"
 _ADDRESS = re.compile(
-    r"(?<![\w-])\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?(?:[A-Za-z][A-Za-z'.-]*\s+){0,3}(?i:" + _STREET_TYPES + r")\b\.?"
-    r"(?:,?\s*(?i:apt|apartment|suite|ste|unit|#)\.?\s*#?[\w-]+)?"
-    r"(?:,\s*[A-Z][A-Za-z]+\b(?:\s[A-Z][A-Za-z]+\b){0,2})?(?:,?\s*[A-Z]{2}\b)?"
-    # postcode: US ZIP, Portuguese, UK, Irish Eircode
-    r"(?:,?\s+(?:\d{5}(?:-\d{4})?|\d{4}-\d{3}|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]\d{2}\s?[A-Z\d]{4})\b)?")
-_CAP = r"[A-Z][a-z]+(?:['’-][A-Z]?[a-z]+)*"
-_TITLE = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+({_CAP}(?:[ \t]+{_CAP})?)")
-_STRONG_CUE = re.compile(rf"(?i:\b(?:my name is|my name's|name\s*:|call me|signed,?))[ \t]+({_CAP}(?:[ \t]+{_CAP})?)")
-_SELF_CUE = re.compile(rf"(?i:\b(?:this is|i am|i'm|i’m)),?[ \t]+({_CAP})(?:[ \t]+({_CAP}))?")
-_GREETING_CUE = re.compile(rf"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|regards|best|cheers|sincerely|"
-                           rf"kind regards|best regards|best wishes)),?\s+({_CAP})(?:[ \t]+({_CAP}))?")
-_NAME_PAIR = re.compile(rf"\b({_CAP})(?:[ \t]+({_CAP}))?\b")
-# Capitalized words that are never names here, whatever the name lists say.
-_STOP = frozenset("""Harbor Harbour Support Customer Customers Order Orders Refund Refunds Thank Thanks Hello Hi Hey
-Dear Best Regards Kind Warm Sincerely Cheers Team Agent Sir Madam Welcome Please Sorry Happy Glad Here Just Sure Yes
-No Okay Ok Still Also My Me Mine The This That These Those There They Their Them Your You We Our Us It Its And
-But Or For With
-Hope Let Can Could Would Should Will Shall May Might Must Do Does Did Done Have Has Had Is Are Was Were Be Been What
-When Where Why How Which Who Whom Whose Not Any Some All Everyone Everybody Anyone Again So Much Mate Wishes Guys
-Folks Friend Friends Both Anyway In On At To From By Of As If Then Now Today Tomorrow Yesterday Soon Great Good
-Perfect Awesome Wonderful Appreciate Got Noted Understood Account Payment Card Delivery Shipping Package Parcel
-Tracking Item Items Product Service Help Update Info Information Note Regarding Re Subject Dept Department Manager
-Store Shop Online Email Phone Address Again Bye Goodbye Morning Afternoon Evening Night Everything Nothing Another
-Other One Two Three First Last Next New Old Mr Mrs Ms Miss Dr""".split())
+    rf"(?<![\w/.-])(?=\d|{_UP}|ul\.|al\.|ulica)(?:(?P<en>{_A_EN})|(?P<fr>{_A_FR})|(?P<sf>{_A_SF})"
+    rf"|(?P<gen>{_UP}{_LO}{{2,}}[ \t]+\d{{1,4}}[a-z]?(?=,[ \t]*(?:\d{{4,5}}|\d{{4}}[ \t]?[A-Z]{{2}})[ \t]+{_UP}))"
+    rf"|(?P<jp>\d{{1,4}}-\d{{1,4}}(?:-\d{{1,4}})?[ \t]+{_UP}{_LO}+(?:-{_L}+)*(?=,))"
+    rf"|(?P<box>(?:P\.?[ \t]?O\.?[ \t]?Box|Post Office Box|Postfach|Apartado(?: de Correos)?|Caixa Postal)"
+    rf"[ \t]*\d{{1,6}}))"
+    rf"|(?=[〒\u3400-\u9fff\u3040-\u30ff])(?P<cjk>(?:〒[ \t]?\d{{3}}-\d{{4}}[ \t]*)?[\u3400-\u9fff\u3040-\u30ff]*"
+    rf"[都道府県省市区町村郡][\u3400-\u9fff\u3040-\u30ff]*\d+(?:[-－]\d+){{0,3}}[号番地]?)")  # 東京都渋谷区渋谷2-21-1
+_A_TAIL = re.compile(rf"(?P<sep>,[ \t]*|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+)"
+                     rf"(?:(?P<unit>{_A_UNIT})|(?P<post>{_A_POST}(?:[ \t]+{_A_CITY})?)"
+                     rf"|(?P<region>[A-Z]{{2,3}}(?![\w-]))|(?P<city>{_A_CITY}))")
+_A_LEFT = re.compile(rf"(?:(?:Flat|Apt|Apartment|Unit|Suite|Ste|Room|Floor|Level)\.?[ \t]*#?[\w-]+,?[ \t]+)?"
+                     rf"(?:{_AW}(?:[ \t]+{_AW}){{0,2}}[ \t]+(?:House|Court|Building|Apartments|Apts|Tower|Towers|"
+                     rf"Mansions|Lodge|Hall|Block|Residences?|Heights|Centre|Center|Chambers|Cottage|Manor|Villas),?"
+                     rf"[ \t]+)?\Z")
+_A_CUE = re.compile(r"(?i:\b(?:address(?:\s+is)?|adresse|live[sd]?\s+at|living\s+at|(?:ship|deliver|send|sent|post|"
+                    r"mail)(?:ped|ed)?(?:\s+it)?\s+to|moved\s+(?:from|to)|collect\s+from|i['’]m\s+at)\s*:?\s*)\Z")
+
+
+def _address_spans(text: str) -> list[Span]:
+    lex = _lexicon()
+    stop, words = lex["stop"], lex["word"]
+    if not _DIGIT.search(text):
+        return []
+    out = []
+    for m in _ADDRESS.finditer(text):
+        start, end, kind = m.start(), m.end(), m.lastgroup
+        parts = 0
+        while parts < 6 and (t := _A_TAIL.match(text, end)):
+            part = t.group(t.lastgroup)
+            if t.lastgroup == "city" and ("\n" not in t["sep"] and not t["sep"].strip(" \t")
+                                          or part.split()[0] in stop):
+                break  # a city follows a comma or a dash, and is no greeting or "Please"
+            line_end = text.find("\n", t.end())
+            if "\n" in t["sep"] and not _DIGIT.search(part + text[t.end():line_end if line_end >= 0 else len(text)]):
+                break  # on a new line only a line with a postcode belongs to the address
+            end, parts = t.end(), parts + 1
+        if kind == "gen" and (m.group().split()[0].lower() in words or m.group().split()[0] in stop):
+            continue  # "Chapter 11, 2024 ...": a street needs a name, not a word
+        if kind in ("fr", "jp") and not parts and not _A_CUE.search(text, max(0, start - 40), start):
+            continue  # "24 Rue Cler postcards": a French street needs a city, a postcode or "ship to"
+        if kind in ("en", "fr", "sf", "jp") and (left := _A_LEFT.search(text, max(0, start - 80), start)):
+            start = left.start()
+        while text[end - 1] in ".,;:":
+            end -= 1  # the sentence's full stop is not part of the address
+        out.append(Span(start, end, "ADDRESS", text[start:end]))
+    return out
+
+
+# --- PERSON ----------------------------------------------------------------------------------------------------
+_TOK = rf"(?:[AaEe]l-|[Dd]['’])?{_UP}{_L}*(?:['’](?:{_UP}|{_LO}{{3}}){_L}*)?(?:-{_L}+)*"  # not "I've"
+_PART = r"(?:van|von|der|den|de|del|della|dei|di|da|das|do|dos|du|des|la|le|los|las|ter|ten|te|bin|binti|bint|ibn|" \
+        r"al|el|y|zu|vom|zum|ap)"
+_RUNS = re.compile(rf"(?<![\w@.#/-])(?:{_TOK}(?:[ \t]+(?:{_PART}[ \t]+){{0,2}}(?:{_UP}\.(?=[ \t]+{_UP})|{_TOK}))*"
+                   rf"|{_CL}+(?:[ \t・·]{_CL}+){{0,3}})")
+_TOKS = re.compile(rf"{_UP}\.|{_TOK}|{_CL}+")
+_TITLES = r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam|Madame|Mme|Mlle|Monsieur|Herr|Frau|Sr|Sra|Srta|Señor|Señora|" \
+          r"Sig|Sig\.ra|Dott|Dona|Dom|Mevrouw|Mevr|Dhr|Pan|Pani|Shri|Smt|Sri"
+_CUES = [(name, re.compile(rf"(?:{body})\Z")) for name, body in (  # each ends where the name starts
+    ("title", rf"\b(?:{_TITLES})\.?[ \t]+"),
+    ("strong", r"(?i:\b(?:my name is|my name['’]s|name is|call me|i go by|signed|named|called)[ \t:,]+"
+               r"|\b(?:name|full name|first name|last name|surname|customer|account holder|account name|contact|"
+               r"attn|attention|recipient|from|to|cc)[ \t]*:[ \t]*\n?[ \t]*)"),
+    ("self", r"(?i:\b(?:i['’]m|im|i am|this is|it['’]s|here is|here['’]s)[ \t]*,?[ \t]+)"),
+    ("greet", r"(?i:\b(?:hi|hello|hey|hiya|heya|dear|greetings|morning|good (?:morning|afternoon|evening|day)|"
+              r"welcome|thanks|thank you|thx|many thanks|cheers|regards|best|sincerely|kind regards|best regards|"
+              r"warm regards|warmest regards|best wishes|all the best|warmly|respectfully|"
+              r"yours(?: truly| sincerely| faithfully)?|take care|love|ta|bye|goodbye|sorry|congrats|congratulations)"
+              r"(?:[ \t]+(?:again|so much|a lot|all|in advance|very much|there))?"
+              r"(?:[ \t]*,?[ \t]*|[ \t]*[,!.:;]*[ \t]*(?:\n[ \t]*){1,2})"  # "Thanks. Mark this" is no cue
+              r"|\b(?:hi|hello|hey|thanks|thank you|sorry|dear|good (?:morning|afternoon|evening))\b[^.!?\n]{0,40},"
+              r"[ \t]*)"),
+    ("weak", r"(?i:\b(?:ask|asking|tell|contact|call|email|text|message|cc|let|agent|colleague|husband|wife|partner|"
+             r"son|daughter|mother|mum|mom|father|dad|brother|sister|friend|neighbou?r|flatmate|roommate|housemate|"
+             r"boss|manager|landlord|landlady|tenant|uncle|aunt|cousin|grandma|grandmother|grandfather|grandpa|"
+             r"nephew|niece|fianc[ée]e?|spouse|(?:spoke|speak|speaking|spoken|talked|talk|talking|chatted) "
+             r"(?:to|with)|signed for by|addressed to|on behalf of|care of|c/o)[ \t]*,?[ \t]+)"),
+    ("dash", r"(?:^|\n)[ \t]*(?:--?|—|–|~)[ \t]*"),
+    ("alias", r"\([ \t]*"))]
+_DETERMINER = re.compile(r"(?i:\b(?:the|a|an|my|your|our|their|his|her|its|this|that|these|those|each|every|some|"
+                         r"any|no|new|old)[ \t]+)\Z")
+_HERE = re.compile(r"[ \t]+here\b")
+_BLANK_REST = re.compile(r"\s*\Z")
+_CLAUSE_START = re.compile(r"(?:^|[.!?,;:(]|\n)[ \t]*\Z")
+_STAFF = re.compile(r"(?i:(?:[ \t]+here)?(?:[ \t]*\([ \t]*|[ \t]*,?[ \t]*(?:from|at|with|of|on)[ \t]+(?:the[ \t]+)?|"
+                    r"[ \t]*\n[ \t]*)(?:[\w'’&-]+[ \t]+){0,3}?(?:support|team|care|service|services|helpdesk|desk)\b)")
+_SIGNOFF = re.compile(r"(?i)(?:thanks|thank you|regards|best|cheers|sincerely|yours|warmly|respectfully|take care|"
+                      r"love|ta|kind regards|best wishes|all the best)\b")
+_SURNAME_END = re.compile(r"(?:ski|ska|cki|cka|dzki|dzka|wicz|czyk|czak|iak|iec|enko|chuk|czuk|yuk|iuk|ovich|evich|"
+                          r"ović|ević|ovic|evic|poulos|poulou|akis|idis|iadis|yan|shvili|dze|escu|eanu|oğlu|oglu|"
+                          r"zadeh|sson|ssen|dóttir|dottir|moto|mura|yama|kawa|gawa|shita|zaki|saki|guchi|bayashi|"
+                          r"uddin|ullah|wala|walla|ov|ova|ev|eva)\Z")  # family-name endings of many languages
+_PLACE_PREFIX = frozenset({"San", "Santa", "Santo", "São", "Sao", "Saint", "St", "Ste", "Fort", "Port", "Mount", "Mt",
+                           "Lake", "New", "North", "South", "East", "West", "Upper", "Lower", "Great", "Little",
+                           "Royal", "Old", "Los", "Las", "Bad", "Sankt"})  # "San Carlos" is a place
 
 
 @dataclass(frozen=True)
@@ -76,12 +220,117 @@ class Span:
 
 
 @lru_cache(maxsize=1)
-def _names() -> tuple[frozenset, frozenset, frozenset]:
-    """(first names, last names, ambiguous first names) from the shipped lists."""
-    def words(name: str) -> frozenset:
-        text = resources.files("sftpipe.curate").joinpath("data", name).read_text(encoding="utf-8")
-        return frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
-    return words("first_names.txt"), words("last_names.txt"), words("ambiguous_first_names.txt")
+def _lexicon() -> dict[str, frozenset]:
+    """Word lists from data/: first and last names, English words, places, stop words, ambiguous first names."""
+    def words(*names: str) -> frozenset:
+        out = set()
+        for name in names:
+            text = resources.files("sftpipe.curate").joinpath("data", name).read_text(encoding="utf-8")
+            out.update(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
+        return frozenset(out)
+    return {"first": words("first_names.txt", "first_names_world.txt"),
+            "last": frozenset(w for w in words("last_names.txt", "last_names_world.txt") if w[:1].isupper()),
+            "word": words("common_words.txt"), "place": words("places.txt"), "stop": words("stop_words.txt"),
+            "ambiguous": words("ambiguous_first_names.txt")}
+
+
+@lru_cache(maxsize=65536)
+def _token(tok: str) -> tuple[bool, bool, bool, bool, bool]:
+    """(breaks a name, known first name, known or surname-shaped last name, English word, place) for one token."""
+    lex = _lexicon()
+    if tok[0] in "AaEeDd" and tok[1:2] in "l'’-" and len(tok) > 3 and not tok[1:3].isalpha():
+        parts = [tok] + re.split(r"['’-]", tok)[1:]  # al-Farsi, d'Angelo
+    else:
+        parts = [tok] + (tok.split("-") if "-" in tok else [])
+    first = any(p in lex["first"] for p in parts)
+    word = (tok.lower() in lex["word"] or tok in lex["ambiguous"]
+            or "-" in tok and all(p.lower() in lex["word"] for p in tok.split("-")))
+    last = any(p in lex["last"] for p in parts) or not word and len(tok) > 4 and bool(_SURNAME_END.search(tok))
+    stop = (tok in lex["stop"] or tok in _PLACE_PREFIX or len(tok) == 1 or tok.isupper()  # "I", "ASAP"
+            or word and not first and not last)
+    return stop, first, last, word, tok in lex["place"]
+
+
+def _cue(text: str, start: int, last_end: int) -> str | None:
+    """The kind of cue that ends right before `start`, or None."""
+    lo = max(0, start - 60)
+    for name, rx in _CUES:
+        m = rx.search(text, lo, start)
+        if m and (name != "alias" or text[last_end:m.start()].strip() == ""):
+            return name
+    return None
+
+
+def _signature_line(text: str, start: int, end: int) -> bool:
+    """True if the name fills its line and follows a sign-off, a line ending in ',', ':' or '!', or ends the text."""
+    ls = text.rfind("\n", 0, start) + 1
+    le = text.find("\n", end)
+    le = len(text) if le < 0 else le
+    if not ls or text[ls:start].strip(" \t-—–~") or text[end:le].strip(" \t.,!"):
+        return False
+    prev = text[max(0, ls - 200):ls].rstrip().rsplit("\n", 1)[-1].strip()
+    return bool(prev) and (prev[-1] in ",:!" or bool(_SIGNOFF.match(prev)) or bool(_BLANK_REST.match(text, le)))
+
+
+def _person_spans(text: str) -> list[Span]:
+    out: list[Span] = []
+    last_end = -1
+    for run in _RUNS.finditer(text):
+        toks = [(t.start(), t.end(), t.group()) for t in _TOKS.finditer(text, run.start(), run.end())]
+        info = [_token(w) if w[0].isupper() and not w.endswith(".") else (False,) * 5 for _, _, w in toks]
+        i = 0
+        while i < len(toks):
+            if info[i][0] or toks[i][2].endswith("."):
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(toks) and not info[j + 1][0]:
+                j += 1
+            seg, seg_info = toks[i:j + 1], info[i:j + 1]
+            while seg and seg[-1][2].endswith("."):  # no name ends with an initial
+                seg, seg_info = seg[:-1], seg_info[:-1]
+            if seg:
+                span = _judge(text, seg, seg_info, toks[i - 1][2] if i else None, j + 1 < len(toks), last_end)
+                if span is None and len(seg) > 1 and seg_info[0][3]:  # "Call Chloé": a verb that is also a surname
+                    span = _judge(text, seg[1:], seg_info[1:], seg[0][2], j + 1 < len(toks), last_end)
+                if span:
+                    out.append(span)
+                    last_end = span.end
+            i = j + 1
+    return out
+
+
+def _judge(text: str, seg, info, prev_tok: str | None, more: bool, last_end: int) -> Span | None:
+    """Decide whether one run of name-like tokens is a person's name (see the module docstring)."""
+    start, end = seg[0][0], seg[-1][1]
+    cue = _cue(text, start, last_end)
+    if cue is None and _HERE.match(text, end) and _CLAUSE_START.search(text, max(0, start - 40), start):
+        cue = "here"
+    if cue is None and _signature_line(text, start, end):
+        cue = "sig"
+    scripts = [not t[2][0].isupper() for t in seg]
+    if cue:
+        _, first, last, word, place = info[0]
+        if not scripts[0] and (cue not in ("title", "greet") and place and not (first or last)
+                               or cue != "title" and word and not first and len(seg) == 1):
+            return None  # "I'm American"; "Hi! Quick question" (a surname that is also a word needs a title)
+        if len(seg) == 1 and cue in ("self", "here", "sig", "greet", "dash") and _STAFF.match(text, end):
+            return None  # "Carlos here from Harbor Support": the company's agent, not a customer
+        end = seg[min(len(seg), 5) - 1][1]
+        return Span(start, end, "PERSON", text[start:end])
+    if any(scripts) or more or (prev_tok and prev_tok in _PLACE_PREFIX):
+        return None
+    if _DETERMINER.search(text, max(0, start - 12), start) or re.match(r"[ \t]+\d", text[end:end + 3]):
+        return None  # "my Stanley cup", "Jordan 4"
+    lex = _lexicon()
+    strong = [(f or la) and not w and len(t[2]) > 2 for t, (_, f, la, w, _) in zip(seg, info)]
+    if info[0][4] and (len(seg) == 1 or not info[-1][2]) or any(p and not (f or la) for _, f, la, _, p in info):
+        return None  # "in Austin", "Santiago is two hours ahead"
+    if len(seg) == 1:
+        ok = info[0][1] and strong[0] and seg[0][2] not in lex["ambiguous"]
+    else:
+        ok = any(strong) and (info[0][1] or info[-1][2]) and not any(w and not (f or la) for _, f, la, w, _ in info)
+    return Span(start, end, "PERSON", text[start:end]) if ok else None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -122,7 +371,7 @@ def _card_spans(text: str) -> list[Span]:
 
 
 def _phone_spans(text: str, region: str) -> list[Span]:
-    if sum(ch.isdigit() for ch in text) < 7:
+    if not _SEVEN_DIGITS.search(text):
         return []
     out = []
     for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
@@ -131,36 +380,6 @@ def _phone_spans(text: str, region: str) -> list[Span]:
             continue  # an order / ticket number, not a phone
         if phonenumbers.is_valid_number(m.number) or _PHONE_LAYOUT.search(raw):
             out.append(Span(m.start, m.end, "PHONE", raw))
-    return out
-
-
-def _person_spans(text: str) -> list[Span]:
-    first, last, ambiguous = _names()
-    out = []
-
-    def add(m: re.Match, group: int = 1, end_group: int | None = None) -> None:
-        end = m.end(end_group) if end_group and m.group(end_group) else m.end(group)
-        out.append(Span(m.start(group), end, "PERSON", text[m.start(group):end]))
-
-    for rx in (_TITLE, _STRONG_CUE):
-        for m in rx.finditer(text):
-            if m.group(1).split()[0] not in _STOP:
-                add(m)
-    for rx in (_SELF_CUE, _GREETING_CUE):  # after "I'm", a known first name; after a greeting, any name
-        for m in rx.finditer(text):
-            name, surname = m.group(1), m.group(2)
-            known = name in first or (surname is not None and surname in last)
-            full = surname is not None and surname not in _STOP and m.group(0)[:4].lower() == "this"
-            if name not in _STOP and (known or full or rx is _GREETING_CUE):
-                add(m, 1, 2 if surname and surname not in _STOP else None)
-    for m in _NAME_PAIR.finditer(text):
-        name, surname = m.group(1), m.group(2)
-        if name in _STOP:
-            continue
-        if surname and surname in last and surname not in _STOP:  # "Soren Silva": a known surname is enough
-            add(m, 1, 2)
-        elif name in first and name not in ambiguous and len(name) > 2:
-            add(m, 1, 2 if surname and surname not in _STOP else None)
     return out
 
 
@@ -182,7 +401,7 @@ def find_pii(text: str, types: tuple[str, ...] | list[str] = PII_TYPES, region: 
     if "PHONE" in types:
         found += _phone_spans(text, region)
     if "ADDRESS" in types:
-        found += [Span(m.start(), m.end(), "ADDRESS", m.group().rstrip(", ")) for m in _ADDRESS.finditer(text)]
+        found += _address_spans(text)
     if "PERSON" in types:
         found += _person_spans(text)
     chosen: list[Span] = []

@@ -128,3 +128,37 @@ def score(samples, types=None) -> dict[str, float]:
             good += any(s.type == k and (s.value in v or v in s.value) for k, v in labels)
     return {"recall": hit / total if total else 1.0, "precision": good / spans_n if spans_n else 1.0,
             "values": total, "spans": spans_n}
+
+
+def score_by_type(rows, find=find_pii) -> dict[str, dict]:
+    """Per-type recall and precision of `find` on labelled rows ({"text", "spans": [{"start", "end", "type"}]}).
+
+    A labelled span is found when spans of its type cover all of its non-space characters; a detected span is
+    correct when at least half of its non-space characters lie inside labelled spans of its type.
+
+    >>> score_by_type([{"text": "I'm Kenji Okafor", "spans": [{"start": 4, "end": 16, "type": "PERSON"}]}])
+    {'PERSON': {'labelled': 1, 'found': 1, 'detected': 1, 'correct': 1, 'recall': 1.0, 'precision': 1.0}}
+    """
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        text = row["text"]
+        gold: dict[str, set[int]] = {}
+        for g in row["spans"]:
+            gold.setdefault(g["type"], set()).update(range(g["start"], g["end"]))
+        detected = find(text)
+        hit: dict[str, set[int]] = {}
+        for s in detected:
+            hit.setdefault(s.type, set()).update(range(s.start, s.end))
+        for g in row["spans"]:
+            c = counts.setdefault(g["type"], [0, 0, 0, 0])
+            chars = [i for i in range(g["start"], g["end"]) if not text[i].isspace()]
+            c[0] += 1
+            c[1] += all(i in hit.get(g["type"], ()) for i in chars)
+        for s in detected:
+            c = counts.setdefault(s.type, [0, 0, 0, 0])
+            chars = [i for i in range(s.start, s.end) if not text[i].isspace()]
+            c[2] += 1
+            c[3] += 2 * sum(i in gold.get(s.type, ()) for i in chars) >= len(chars)
+    return {t: {"labelled": c[0], "found": c[1], "detected": c[2], "correct": c[3],
+                "recall": round(c[1] / c[0], 4) if c[0] else 1.0, "precision": round(c[3] / c[2], 4) if c[2] else 1.0}
+            for t, c in sorted(counts.items())}
