@@ -141,6 +141,26 @@ def print_train(result) -> None:
         *([("resumed from", result.resumed_from)] if result.resumed_from else [])]))
 
 
+def dpo_start(info, dcfg) -> None:
+    """The line that says what the preference pass is about to train, and against which reference."""
+    ref = info.reference or {}
+    print(f"[dpo] {info.mode} on {info.device} ({info.precision}): {info.data['train']['pairs']} pairs, beta "
+          f"{dcfg.beta}, loss {dcfg.loss}, lr {info.learning_rate:g}, {dcfg.batch_size} pairs x grad_accum "
+          f"{dcfg.grad_accum} per step; reference {ref.get('name')} {ref.get('checkpoint') or '(final)'} "
+          f"sha256 {str(ref.get('sha256'))[:12]}", flush=True)
+
+
+def print_dpo(result) -> None:
+    """A short table of what a DPO run did."""
+    m = result.metrics
+    console.print(key_value_table(f"dpo {result.run_dir}", [
+        ("reference", f"{result.reference.get('run')} {result.reference.get('checkpoint') or ''}".strip()),
+        ("pairs (rejected)", f"{result.pairs} ({result.rejected})"), ("steps", result.steps),
+        ("final loss", result.final_loss), ("reward margin", m.get("rewards/margins")),
+        ("reward accuracy", m.get("rewards/accuracies")), ("pairs/s", result.pairs_per_second),
+        ("seconds", result.seconds), *([("resumed from", result.resumed_from)] if result.resumed_from else [])]))
+
+
 def print_render(result) -> None:
     """Summarise a render run: counts, trained share, end-of-turn coverage, packing and parity."""
     m, p = result.mask, result.parity
@@ -220,3 +240,26 @@ def log(prefix: str) -> Callable[[str], None]:
 def print_generated(result) -> None:
     """The files the demo generator wrote, with their line counts."""
     print("\n".join(f"{path}  ({result.counts.get(key, '')} lines)" for key, path in result.files.items()))
+
+
+VERDICT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
+
+
+def doctor_table(result) -> Table:
+    """`sftpipe doctor`: one row per check with its verdict, the evidence (or why it was skipped) and the fix."""
+    c = result.counts
+    table = Table(title=f"doctor: {c['PASS']} pass, {c['WARN']} warn, {c['FAIL']} fail, {c['SKIP']} skip "
+                        f"({result.config}{', run ' + str(result.run_dir) if result.run_dir else ''})",
+                  title_justify="left", show_lines=True)
+    table.add_column("check", style="bold", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("evidence", overflow="fold", ratio=3)
+    table.add_column("fix", overflow="fold", ratio=2)
+    for f in result.findings:
+        table.add_row(f.check, f"[{VERDICT_STYLE[f.verdict]}]{f.verdict}[/]", f.evidence, f.fix or "-")
+    return table
+
+
+def print_doctor(result, out: Console | None = None) -> None:
+    """Print `doctor_table`."""
+    (out or console).print(doctor_table(result))
