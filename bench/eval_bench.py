@@ -24,7 +24,7 @@ import torch
 
 from sftpipe.demo.generate import generate as make_demo
 from sftpipe.evaluate.config import EvalSetConfig
-from sftpipe.evaluate.generate import generate, stop_token_ids
+from sftpipe.generate import generate, stop_token_ids
 from sftpipe.evaluate.items import load_items
 from sftpipe.models import load_model, load_tokenizer
 from sftpipe.render import ChatRenderer

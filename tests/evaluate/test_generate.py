@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sftpipe.evaluate.generate import generate, stop_token_ids
+from sftpipe.generate import generate, stop_token_ids
 from sftpipe.models import tiny_model
 from sftpipe.render import ChatRenderer
 from sftpipe.templates import load_template

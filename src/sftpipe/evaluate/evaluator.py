@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..io import write_jsonl
 from ..runs import RunInfo
 from .config import EvalConfig, EvalSetConfig
-from .generate import generate
+from ..generate import generate
 from .items import EvalItem, category_counts
 from .judge import JudgeClient, judge_pairs, load_rubric, pair_rows
 from .judge import summarize as summarize_judge

@@ -7,7 +7,7 @@ import math
 
 from ..readers import read_conversations
 from .config import GenerationConfig, RegressionConfig
-from .generate import generate
+from ..generate import generate
 from .ifeval import IFEvalItem, evaluate_ifeval, load_ifeval
 from .items import EvalItem
 from .load import EvalModel
