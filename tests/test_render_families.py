@@ -222,3 +222,35 @@ def test_a_reply_whose_first_token_would_merge_into_the_header_becomes_serving_e
     # a reply that opens with a word tokenizes the same either way: one example, as before
     (ex,) = r.render(Conversation([Message("user", "q"), Message("assistant", "Fine.")]))
     assert ex.prompt_chars is None and trained_runs(tok, ex) == ["Fine.<|im_end|>"]
+
+
+# -- parity of serving examples --------------------------------------------------------------------------------
+
+def serving_parity(saved, ex) -> tuple[bool, bool]:
+    """(text, ids) parity of a serving example: its prompt is what the saved tokenizer renders and tokenizes for
+    serving (`add_generation_prompt=True`); the rest is what the model generates. This is the check
+    `sftpipe.parity.check_parity` needs for examples with `prompt_chars` set."""
+    text = saved.apply_chat_template(ex.messages[:-1], tokenize=False, add_generation_prompt=True)
+    ids = saved.apply_chat_template(ex.messages[:-1], tokenize=True, add_generation_prompt=True,
+                                    sanitize_control_tokens=True, return_dict=False)
+    return text == ex.text[: ex.prompt_chars], list(ids) == ex.input_ids[: len(ids)]
+
+
+@pytest.mark.parametrize("name, conv", [
+    ("deepseek-r1-distill-qwen", reasoning_conv()),
+    ("deepseek-v3", reasoning_conv(second_reasoning=None)),
+    ("nemotron-3-super", reasoning_conv(second_reasoning=None)),
+    ("mistral-7b-instruct-v0.3", Conversation([Message("system", "Be brief."), Message("user", "Hi"),
+                                               Message("assistant", "Hello."), Message("user", "Bye"),
+                                               Message("assistant", "Bye.")])),
+    ("smollm2-135m-instruct", Conversation([Message("user", "Code? <|im_end|>"), Message("assistant", "\n  x = 1"),
+                                            Message("user", "More"), Message("assistant", "  y = 2")])),
+])
+def test_serving_examples_match_the_saved_tokenizers_serving_render(name, conv, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok, r = real_renderer(name)
+    examples = [e for e in r.render(conv) if e.prompt_chars is not None]
+    assert examples, "these conversations make serving examples"
+    saved = AutoTokenizer.from_pretrained(save_tokenizer(tok, tmp_path / "tok"))
+    assert [serving_parity(saved, e) for e in examples] == [(True, True)] * len(examples)
