@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _eval_cfg(demo: Path, **extra) -> dict:
     return {"eval": {
-        "sets": [{"name": "compliance", "path": str(demo / "eval" / "compliance.jsonl"), "limit": 4,
+        "sets": [{"name": "compliance", "path": str(demo / "eval" / "compliance.jsonl"), "limit": 4, "sample": "first",
                   "schema": "offer", "json_when": "expect.refund_offer",
                   "expected": {"amount": "expect.amount", "type": "expect.refund_type"}},
                  {"name": "redteam", "path": str(demo / "eval" / "redteam.jsonl"), "limit": 2, "loss": False}],

@@ -40,7 +40,9 @@ class EvalSetConfig(_Section):
     generate: bool = True
     loss: bool = True
     judge: bool = True
-    limit: int | None = Field(None, ge=1)  # the first N records only
+    limit: int | None = Field(None, ge=1)  # at most N records, sampled per `sample`
+    sample: Literal["stratified", "first"] = "stratified"  # stratified: by category_key, seeded; first: file order
+    seed: int = 0
 
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
 

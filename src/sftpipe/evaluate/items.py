@@ -100,14 +100,15 @@ def _record_to_item(obj: dict, line: int, cfg: EvalSetConfig, schemas: dict[str,
 
 
 def load_items(cfg: EvalSetConfig, schemas: dict[str, str] | None = None) -> list[EvalItem]:
-    """All records of one eval set as items (the first `limit`); a bad record raises with its file and line."""
+    """The records of one eval set as items (at most `limit`, stratified by category unless `sample: first`); a bad
+    record raises with its file and line."""
     path = Path(cfg.path)
     if not path.is_file():
         raise ConfigError("eval", [f"sets.{cfg.name}.path: no file {cfg.path!r}; fix: point it at a JSONL eval set"])
     items: list[EvalItem] = []
     cache: dict[str, dict] = {}
     for line, obj, err in _rows(path):
-        if cfg.limit is not None and len(items) >= cfg.limit:
+        if cfg.limit is not None and cfg.sample == "first" and len(items) >= cfg.limit:
             break
         try:
             if err is not None:
@@ -117,7 +118,40 @@ def load_items(cfg: EvalSetConfig, schemas: dict[str, str] | None = None) -> lis
             raise e.located(str(path), line) from None
     if not items:
         raise ConfigError("eval", [f"sets.{cfg.name}: {cfg.path} holds no records"])
+    if cfg.limit is not None and cfg.sample == "stratified":
+        keep = set(stratified_indices([it.category for it in items], cfg.limit, cfg.seed))
+        items = [it for i, it in enumerate(items) if i in keep]
     return items
+
+
+def stratified_indices(categories: list[str], n: int, seed: int = 0) -> list[int]:
+    """Indices of `n` records drawn per category in proportion to its size (largest remainder; every category
+    gets one while n allows), at random within a category (seeded); returned in file order.
+
+    >>> picked = stratified_indices(["a"] * 8 + ["b"] * 2 + ["c"], 4)
+    >>> sorted(Counter(("a" * 8 + "bb" + "c")[i] for i in picked).items())
+    [('a', 2), ('b', 1), ('c', 1)]
+    """
+    import random
+
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        groups.setdefault(c, []).append(i)
+    if n >= len(categories):
+        return list(range(len(categories)))
+    quota = {c: 1 if n >= len(groups) else 0 for c in groups}
+    left = n - sum(quota.values())
+    share = {c: left * len(g) / len(categories) for c, g in groups.items()}
+    for c in groups:
+        quota[c] += min(int(share[c]), len(groups[c]) - quota[c])
+    order = sorted(groups, key=lambda c: (-(share[c] - int(share[c])), -len(groups[c]), c))
+    while sum(quota.values()) < n:  # remainders first; then any category with records left
+        c = next(c for c in order if quota[c] < len(groups[c]))
+        quota[c] += 1
+        order.remove(c)
+        order.append(c)
+    rng = random.Random(seed)
+    return sorted(i for c, g in groups.items() for i in rng.sample(g, quota[c]))
 
 
 def category_counts(paths: list[str], key: str) -> Counter:
