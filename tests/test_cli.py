@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,15 @@ def test_inspect_highlights_one_example():
     res = sftpipe("inspect", "--input", SAMPLE, "--index", 2)
     assert res.returncode == 0, res.stderr
     assert "end-of-turn trained for 1/1 replies" in res.stdout  # message 2 of that record has train: false
+
+
+def test_inspect_marks_trained_spans_when_piped():
+    res = sftpipe("inspect", "--input", SAMPLE, "--index", 0)
+    text = res.stdout.split("\n\n")[0]
+    spans = re.findall("\u27e6(.*?)\u27e7", text, re.S)
+    record = json.loads(SAMPLE.read_text(encoding="utf-8").splitlines()[0])
+    replies = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+    assert spans == [r + "<|im_end|>" for r in replies]  # the reply and its end-of-turn token, nothing else
 
 
 @pytest.mark.parametrize("ref", ["meta-llama/Llama-3.1-8B-Instruct", "/no/such/folder"])

@@ -11,12 +11,23 @@ from ..errors import ConfigError
 from ..render import Example
 
 
-def highlight(example: Example, tokenizer) -> Text:
-    """The example's text, token by token: trained tokens on green, the rest dim."""
+OPEN, CLOSE = "⟦", "⟧"  # marks trained spans where colour cannot (output piped to a file or a pager)
+
+
+def highlight(example: Example, tokenizer, *, marks: bool = False) -> Text:
+    """The example's text, token by token: trained tokens on green, the rest dim; with `marks`, each trained span
+    also sits between ⟦ and ⟧ so it shows without colour."""
     out = Text()
+    trained_before = False
     for tok_id, label in zip(example.input_ids, example.labels):
         piece = tokenizer.decode([tok_id], skip_special_tokens=False)
-        out.append(piece, style="black on green" if label != -100 else "dim")
+        trained = label != -100
+        if marks and trained != trained_before:
+            out.append(OPEN if trained else CLOSE)
+        out.append(piece, style="black on green" if trained else "dim")
+        trained_before = trained
+    if marks and trained_before:
+        out.append(CLOSE)
     return out
 
 
@@ -32,7 +43,7 @@ def run(cfg: SftpipeConfig, index: int = 0, console: Console | None = None) -> l
     console = console or Console()
     examples = renderer.render(read.conversations[index])
     for ex in examples:
-        console.print(highlight(ex, renderer.tokenizer))
+        console.print(highlight(ex, renderer.tokenizer, marks=not console.is_terminal), soft_wrap=True)
         console.print(f"[bold]{len(ex.input_ids)} tokens, {ex.n_trained} trained "
                       f"({ex.n_trained / len(ex.input_ids):.0%}), end-of-turn trained for "
                       f"{ex.eot_trained}/{ex.trained_messages} replies; template {renderer.template.name} "
