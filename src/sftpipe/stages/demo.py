@@ -20,6 +20,7 @@ from ..demo.generate import SIZES, generate
 from ..demo.summary import BARS, PROFILES, headline, load_demo_config, verdicts
 from ..io import atomic_write_text
 from . import curate as curate_stage
+from . import doctor as doctor_stage
 from . import eval as eval_stage
 from . import show
 from . import train as train_stage
@@ -84,5 +85,7 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
     console.print(summary_table(summary))
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     console.print(f"report: {out_dir / evaluated.report_path}")
+    with contextlib.chdir(out_dir):  # the guide's production checklist on what the demo just built
+        show.print_doctor(doctor_stage.run(cfg, config_path=Path("sftpipe.yaml"), run_dir=trained.run_dir), console)
     return DemoResult(out_dir, out_dir / "sftpipe.yaml", out_dir / trained.run_dir, out_dir / evaluated.report_path,
                       summary, seconds)
