@@ -63,7 +63,9 @@ def inspect(config: Config = None, set: Sets = None, model: Model = None, tokeni
 
 
 @app.command("eval")
-def eval_(config: Config = None, set: Sets = None,
+def eval_(run_arg: Annotated[Path | None, typer.Argument(
+              metavar="RUN", help="Run folder; without -c its run.json supplies the config.")] = None,
+          config: Config = None, set: Sets = None,
           run: Annotated[Path | None, typer.Option("--run", help="Run folder (default: runs/<name>).")] = None,
           against: Annotated[str | None, typer.Option(
               "--against", help="Baseline: a run, a checkpoint folder or a model (default: the run's base).")] = None,
@@ -75,13 +77,13 @@ def eval_(config: Config = None, set: Sets = None,
           max_new_tokens: Annotated[int | None, typer.Option(
               "--max-new-tokens", help="eval.generation.max_new_tokens.")] = None) -> None:
     """Evaluate a run against its base model (or --against): loss, generation checks, judge, regression."""
-    from .stages.eval import default_run_dir, run as run_eval
+    from .stages.eval import config_for, run as run_eval
     from .stages.show import log, print_eval
 
-    cfg = _config(config, set, **{"eval.judge.url": judge_url, "eval.judge.model": judge_model,
-                                  "eval.judge.enabled": True if judge_url else None,
-                                  "eval.generation.max_new_tokens": max_new_tokens})
-    print_eval(run_eval(cfg, run or default_run_dir(cfg), against=against, select=select, log=log("eval")))
+    cfg, run_dir = config_for(config, run_arg or run, set, {
+        "eval.judge.url": judge_url, "eval.judge.model": judge_model, "eval.judge.enabled": True if judge_url else None,
+        "eval.generation.max_new_tokens": max_new_tokens})
+    print_eval(run_eval(cfg, run_dir, against=against, select=select, log=log("eval")))
 
 
 @app.command()
@@ -168,6 +170,21 @@ def doctor(config: Config = None, set: Sets = None,
     raise typer.Exit(result.exit_code(strict))
 
 
+@app.command()
+def serve(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) or one of its checkpoint folders.")],
+          host: Annotated[str | None, typer.Option("--host", help="Address (serve.host; default 127.0.0.1).")] = None,
+          port: Annotated[int | None, typer.Option("--port", help="Port (serve.port; default 8000).")] = None,
+          api_key: Annotated[str | None, typer.Option("--api-key", envvar="SFTPIPE_API_KEY",
+                                                      help="Require 'Authorization: Bearer KEY'.")] = None,
+          config: Config = None, set: Sets = None) -> None:
+    """Serve a run as an OpenAI-compatible API (chat completions, streaming, /v1/render) on loopback."""
+    from .stages.serve import run
+    from .stages.show import log
+
+    run(run_dir, _config(config, set, **{"serve.host": host, "serve.port": port}).serve, api_key=api_key,
+        log=log("serve"))
+
+
 demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
 app.add_typer(demo_app, name="demo")
 Size = Annotated[str, typer.Option("--size", help="tiny | small | default (2,400 raw threads).")]
@@ -192,6 +209,80 @@ def demo_generate(size: Size = "default", out: Out = Path("demo-out/data"), seed
     from .stages.show import print_generated
 
     print_generated(generate(out, size=size, seed=seed))
+
+
+review_app = typer.Typer(help="Blind pairwise review of two runs' replies by people (SQLite session, web page).",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+Session = Annotated[Path, typer.Argument(help="Session file (.sqlite) written by `sftpipe review init`.")]
+Host = Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")]
+Port = Annotated[int, typer.Option("--port", help="Port to bind.")]
+
+
+@review_app.command("init")
+def review_init(
+        run_a: Annotated[str, typer.Option("--from", help="First run: a name under train.output_dir, or its folder.")],
+        run_b: Annotated[str, typer.Option("--vs", help="Second run, the same way.")],
+        config: Config = None, set: Sets = None,
+        prompts: Annotated[Path | None, typer.Option("--prompts", help="Only these prompt ids (one per line, or "
+                                                     "JSONL with id).")] = None,
+        n: Annotated[int | None, typer.Option("--n", help="Prompts to sample (review.n, default 200).")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Session file (default: "
+                                                 "reviews/<from>-vs-<vs>.sqlite).")] = None) -> None:
+    """Build a blind review session from two evaluated runs' generations (stratified by category)."""
+    from .stages.review import init
+    from .stages.show import print_review_init
+
+    print_review_init(init(_config(config, set), run_a, run_b, out=out, prompts=prompts, n=n))
+
+
+@review_app.command("add-reviewer")
+def review_add_reviewer(session: Session, name: Annotated[str, typer.Argument(help="Reviewer name.")],
+                        host: Host = "127.0.0.1", port: Port = 8700) -> None:
+    """Register a reviewer and print their personal link (keep it private: the token is the login)."""
+    from .stages.review import add_reviewer
+
+    typer.echo(add_reviewer(session, name, host=host, port=port))
+
+
+@review_app.command("serve")
+def review_serve(session: Session, config: Config = None, set: Sets = None, host: Host = "127.0.0.1",
+                 port: Port = 8700) -> None:
+    """Serve the review page for a session (every answer is committed before the next item)."""
+    from .stages.review import serve
+
+    serve(_config(config, set), session, host=host, port=port)
+
+
+@review_app.command("export")
+def review_export(session: Session,
+                  pairs: Annotated[Path | None, typer.Option("--pairs", help="DPO pairs JSONL (TRL prompt/chosen/"
+                                                             "rejected).")] = None,
+                  rubric: Annotated[Path | None, typer.Option("--rubric", help="Rubric scores JSONL for "
+                                                              "eval.human.")] = None,
+                  agree: Annotated[bool, typer.Option("--agree", help="Pairs only where every reviewer (>= 2) "
+                                                      "gave the same decisive verdict.")] = False) -> None:
+    """Export decisive verdicts as DPO pairs and rubric scores in the format `sftpipe eval` imports."""
+    from .stages.review import export
+    from .stages.show import print_review_export
+
+    print_review_export(export(session, pairs=pairs, rubric=rubric, agree=agree))
+
+
+@review_app.command("stats")
+def review_stats(session: Session,
+                 json_: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False) -> None:
+    """Win rate with CI, rubric means per run, inter-reviewer agreement and consistency."""
+    import json
+
+    from .stages.review import stats
+    from .stages.show import print_review_stats
+
+    result = stats(session)
+    if json_:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_review_stats(result)
 
 
 def main() -> None:

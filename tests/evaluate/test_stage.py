@@ -250,3 +250,12 @@ def test_cli_eval_runs_and_prints_the_summary(fake_run, demo_data, tmp_path):
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert metrics["config"]["generation"]["max_new_tokens"] == 3
     assert all(r["new_tokens"] <= 3 for r in _rows(run_dir / "eval" / "generations" / "final" / "redteam.jsonl"))
+
+
+def test_eval_without_a_config_takes_the_one_recorded_in_run_json(fake_run):
+    run = fake_run()
+    from sftpipe.stages.eval import config_for
+
+    cfg, run_dir = config_for(None, run, ["eval.generation.max_new_tokens=3"], {"eval.judge.model": "j"})
+    assert run_dir == run and cfg.name == "demo" and cfg.render.max_length == 512
+    assert cfg.eval.generation.max_new_tokens == 3 and cfg.eval.judge.model == "j"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SftpipeConfig
+from ..config import SftpipeConfig, load_config
 from ..demo.policy import PLUGINS
 from ..errors import ModelError
 from ..evaluate.evaluator import (DECILE_DEFINITION, Inputs, compare, device_for, eval_sets, evaluate_model,
@@ -46,6 +46,17 @@ def default_run_dir(cfg: SftpipeConfig) -> Path:
     """runs/<name>, or train.output_dir/<name> when the config has a train section."""
     train = getattr(cfg, "train", None)
     return Path(getattr(train, "output_dir", None) or "runs") / cfg.name
+
+
+def config_for(config: Path | None, run_dir: Path | None, sets: list[str] | None, flags: dict
+               ) -> tuple[SftpipeConfig, Path]:
+    """The config and run folder for an eval: the given config file, else (with a run folder) the config the run
+    was trained with, as recorded in its run.json; overrides and flags apply on top either way."""
+    if config is None and run_dir is not None:
+        cfg = load_config(None, sets, base=require_complete(run_dir).config, flags=flags)
+    else:
+        cfg = load_config(config, sets, flags=flags)
+    return cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg)
 
 
 def policy_for(cfg: SftpipeConfig) -> Policy | None:
