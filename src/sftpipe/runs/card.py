@@ -22,6 +22,8 @@ EVAL_START, EVAL_END = "<!-- sftpipe:eval -->", "<!-- /sftpipe:eval -->"
 
 def hyperparameters(info: dict[str, Any]) -> dict[str, Any]:
     """The training knobs that shape the result, from run.json (mode-specific: LoRA shape only for adapters)."""
+    if info.get("kind") == "dpo":
+        return dpo_hyperparameters(info)
     t, lora = info["config"]["train"], info["config"]["lora"]
     hp = {"mode": info["mode"], "learning_rate": info["learning_rate"], "scheduler": t["scheduler"],
           "warmup_ratio": t["warmup_ratio"], "epochs": t["epochs"], "max_steps": t["max_steps"],
@@ -37,17 +39,29 @@ def hyperparameters(info: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
+def dpo_hyperparameters(info: dict[str, Any]) -> dict[str, Any]:
+    """A DPO run's knobs (its `dpo` section), with the reference it started from."""
+    d = info["config"]["dpo"]
+    keys = ("beta", "loss", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum",
+            "max_length", "max_prompt_length", "precompute_ref_log_probs", "seed")
+    return {"mode": info["mode"], "learning_rate": info["learning_rate"], **{k: d[k] for k in keys},
+            "precision": info["precision"], "world_size": info["world_size"]}
+
+
 def _front_matter(info: dict[str, Any], eval_scores: dict[str, Any] | None) -> dict[str, Any]:
     block = {"base_model": {"ref": info["base_model"], "path": info.get("base_model_path")}, "mode": info["mode"],
              "template": {k: v for k, v in info["template"].items() if k != "source"},
              "data": {k: info["data"].get(k) for k in ("train_hash", "eval_hash")},
              "hyperparameters": hyperparameters(info), "results": info.get("results", {}),
              "best_checkpoint": info.get("best_checkpoint")}
+    if info.get("reference"):
+        block["reference"] = info["reference"]
     if eval_scores is not None:
         block["eval"] = eval_scores
     return {"base_model": HUB_IDS.get(info["base_model"], info["base_model"]),
             "library_name": "peft" if info["mode"] != "full" else "transformers",
-            "pipeline_tag": "text-generation", "tags": ["sftpipe", "sft", info["mode"]], "sftpipe": block}
+            "pipeline_tag": "text-generation", "tags": ["sftpipe", info.get("kind", "sft"), info["mode"]],
+            "sftpipe": block}
 
 
 def _table(rows: dict[str, Any]) -> str:
@@ -77,6 +91,17 @@ def eval_markdown(scores: dict[str, Any]) -> str:
     return f"{EVAL_START}\n## Evaluation\n\n{_table(_flat(scores))}\n{EVAL_END}\n"
 
 
+def _summary(info: dict[str, Any]) -> str:
+    """The card's first sentence: what kind of run this is and what it started from."""
+    if info.get("kind") != "dpo":
+        return f"Supervised fine-tune ({info['mode']}) of `{info['base_model']}` made with sftpipe."
+    ref, d = info.get("reference") or {}, info["config"]["dpo"]
+    return (f"DPO preference pass ({info['mode']}) of `{info['base_model']}` made with sftpipe, from the SFT run "
+            f"`{ref.get('name')}` ({ref.get('checkpoint') or 'final weights'}, sha256 `{ref.get('sha256')}`) as its "
+            f"reference: beta {d['beta']}, loss {d['loss']}, {info['data']['train'].get('pairs')} preference pairs "
+            f"(data hash `{info['data']['train_hash']}`).")
+
+
 def render_card(info: dict[str, Any], eval_scores: dict[str, Any] | None = None) -> str:
     """The whole README.md for a run.json dict."""
     head = yaml.safe_dump(_front_matter(info, eval_scores), sort_keys=False, allow_unicode=True)
@@ -86,7 +111,7 @@ def render_card(info: dict[str, Any], eval_scores: dict[str, Any] | None = None)
              "from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(RUN_DIR)")
     body = [
         f"# {info['config']['name']}", "",
-        f"Supervised fine-tune ({info['mode']}) of `{info['base_model']}` made with sftpipe.", "",
+        _summary(info), "",
         "## Training", "", _table(hyperparameters(info)), "",
         "## Data", "",
         f"Train hash `{info['data']['train_hash']}`, eval hash `{info['data'].get('eval_hash')}` "

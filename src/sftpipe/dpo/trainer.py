@@ -1,0 +1,135 @@
+"""TRL's `DPOTrainer`, fed sftpipe's tokenization, with reference log-probs cached and length-grouped batches.
+
+What TRL does as it is: the collator (prompt + completion rows, chosen half then rejected half), the fused LM head
+that scores only completion positions, the loss (`dpo.loss`), the metrics (rewards, margins, accuracies, log-probs)
+and the reference adapter copy for a pretrained adapter. What changes:
+- `_prepare_dataset` passes pre-tokenized rows through (`prompt_ids`, `chosen_ids`, `rejected_ids` from
+  `sftpipe.dpo.encode`), where TRL would re-render them with `apply_chat_template`;
+- `_precompute_ref_logps` keeps the reference log-probs in a safetensors file keyed by the tokenized data and the
+  reference weights' sha256, so a re-run or a --resume does not recompute them;
+- the training sampler groups pairs of similar length into micro-batches (seeded, the same after a resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+from trl import DPOConfig, DPOTrainer
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+LORA_LR, FULL_LR = 1e-5, 1e-6  # see sftpipe.config.DpoConfig
+
+
+def learning_rate(dcfg, adapter: bool) -> float:
+    """dpo.lr, else 1e-5 for an adapter and 1e-6 for full weights."""
+    return dcfg.lr if dcfg.lr is not None else (LORA_LR if adapter else FULL_LR)
+
+
+def row_length(row: dict[str, list[int]]) -> int:
+    """Padded width a pair needs: prompt plus the longer reply.
+
+    >>> row_length({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5, 6]})
+    5
+    """
+    return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+
+
+def cache_key(rows: list[dict[str, Any]], reference_sha: str, extra: str = "") -> str:
+    """sha256 of the tokenized pairs and the reference weights: reference log-probs are valid exactly for this key."""
+    h = hashlib.sha256(reference_sha.encode() + b"\0" + extra.encode() + b"\0")
+    for r in rows:
+        h.update(json.dumps([r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]], separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+class GroupedSampler(Sampler):
+    """Indices in micro-batches of `batch_size` pairs of similar length, the batches in a seeded shuffled order
+    (per epoch). The permutation depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    >>> list(GroupedSampler([5, 1, 9, 2], batch_size=2, seed=0))
+    [1, 3, 0, 2]
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
+        batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        rng.shuffle(batches)
+        return iter([i for b in batches for i in b])
+
+
+class PreferenceTrainer(DPOTrainer):
+    """DPOTrainer on pre-tokenized pairs, with a reference log-prob cache and length-grouped batches."""
+
+    def __init__(self, *args, ref_cache: dict[str, Path] | None = None, group_by_length: bool = True, **kwargs):
+        self._ref_cache = ref_cache or {}
+        self._group = group_by_length
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+            return dataset  # already tokenized by sftpipe.dpo.encode; lengths checked there
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        from safetensors.torch import load_file, save_file
+
+        if set(REF_COLUMNS) <= set(dataset.column_names):
+            return dataset
+        path = self._ref_cache.get(name)
+        if path is not None and path.is_file():
+            cached = load_file(path)
+            if len(cached["ref_chosen_logps"]) == len(dataset):
+                return dataset.add_column("ref_chosen_logps", cached["ref_chosen_logps"].tolist()) \
+                    .add_column("ref_rejected_logps", cached["ref_rejected_logps"].tolist())
+        out = super()._precompute_ref_logps(dataset, name, batch_size)
+        if path is not None and self.accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            save_file({c: torch.tensor(out[c], dtype=torch.float32) for c in REF_COLUMNS}, str(tmp))
+            tmp.replace(path)
+        return out
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self._group or dataset is None or "length" not in dataset.column_names:
+            return super()._get_train_sampler(train_dataset)
+        return GroupedSampler(dataset["length"], self.args.per_device_train_batch_size, self.args.seed)
+
+
+def dpo_arguments(dcfg, *, output_dir: str, lr: float, precision: str, device: str, has_eval: bool,
+                  report_to: list[str], **overrides) -> DPOConfig:
+    """DPOConfig for a `dpo` config section (lengths are enforced when pairs are encoded, so no truncation)."""
+    kwargs: dict[str, Any] = dict(
+        output_dir=output_dir, learning_rate=lr, lr_scheduler_type=dcfg.scheduler, warmup_steps=dcfg.warmup_ratio,
+        num_train_epochs=dcfg.epochs, max_steps=dcfg.max_steps, per_device_train_batch_size=dcfg.batch_size,
+        per_device_eval_batch_size=dcfg.batch_size, gradient_accumulation_steps=dcfg.grad_accum,
+        max_grad_norm=dcfg.max_grad_norm, seed=dcfg.seed, data_seed=dcfg.seed, bf16=precision == "bf16",
+        fp16=False, use_cpu=device == "cpu", eval_strategy="steps" if has_eval else "no", eval_steps=dcfg.eval_steps,
+        save_strategy="steps", save_steps=dcfg.save_steps, save_total_limit=dcfg.save_total_limit,
+        logging_steps=dcfg.logging_steps, logging_first_step=True, report_to=report_to, disable_tqdm=True,
+        remove_unused_columns=False, gradient_checkpointing=False, activation_checkpointing=False,
+        beta=dcfg.beta, loss_type=[dcfg.loss], max_length=None, precompute_ref_log_probs=dcfg.precompute_ref_log_probs,
+        precompute_ref_batch_size=2 * dcfg.batch_size, dataloader_num_workers=0, disable_dropout=True,
+        load_best_model_at_end=has_eval and dcfg.early_stopping_patience is not None,
+        metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False if has_eval else None,
+        ddp_find_unused_parameters=False,
+    )
+    kwargs.update(overrides)
+    fields = DPOConfig.__dataclass_fields__
+    return DPOConfig(**{k: v for k, v in kwargs.items() if k in fields})
