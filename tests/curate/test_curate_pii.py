@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sftpipe.conversation import Conversation, Message
-from sftpipe.curate import pii
+from sftpipe.curate import pii, pii_names
 from sftpipe.curate.config import PII_TYPES, PiiConfig
 from sftpipe.curate.pii import Pii, Span, find_pii, luhn_ok, redact_text
 from sftpipe.curate.pii_synth import make_set, make_value, score, score_by_type
@@ -153,13 +153,13 @@ def test_the_labelled_measure_can_fail():
 @pytest.fixture
 def census_names_only(monkeypatch):
     """The name lists cut down to the US census ones (no hand-compiled world lists)."""
-    full = pii._lexicon()
+    full = pii_names._lexicon()
     lists = {k: frozenset(w for line in (Path(pii.__file__).parent / "data" / f"{k}_names.txt").read_text(
         encoding="utf-8").splitlines() if not line.startswith("#") for w in line.split()) for k in ("first", "last")}
-    pii._token.cache_clear()
-    monkeypatch.setattr(pii, "_lexicon", lambda: {**full, **lists})
+    pii_names._token.cache_clear()
+    monkeypatch.setattr(pii_names, "_lexicon", lambda: {**full, **lists})
     yield
-    pii._token.cache_clear()
+    pii_names._token.cache_clear()
 
 
 def test_cues_not_the_name_lists_carry_recall(census_names_only):
