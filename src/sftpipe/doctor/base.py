@@ -68,7 +68,7 @@ def worst(*outcomes: Outcome) -> Outcome:
     rank = {"PASS": 0, "SKIP": 1, "WARN": 2, "FAIL": 3}
     top = max(outcomes, key=lambda o: rank[o.verdict]).verdict
     shown = outcomes if top == "PASS" else [o for o in outcomes if o.verdict != "PASS"]
-    return Outcome(top, "; ".join(o.evidence for o in shown), "; ".join(o.fix for o in shown if o.fix))
+    return Outcome(top, "; ".join(o.evidence for o in shown), "; ".join(dict.fromkeys(o.fix for o in shown if o.fix)))
 
 
 @dataclass(frozen=True)

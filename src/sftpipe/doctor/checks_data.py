@@ -180,8 +180,8 @@ def decontaminated(ctx: Context) -> Outcome:
         if shared:
             found.append(warn(f"{len(shared)}/{len(evals)} prompts of eval set {name} share a word n-gram with "
                               f"training prompts (e.g. {', '.join(shared[:3])})",
-                              f"check that {name} tests unseen prompts; curate.decontaminate.eval_sets drops such "
-                              "training records"))
+                              f"check that {name} tests unseen prompts (add it to curate.decontaminate.eval_sets to "
+                              "drop training records that share its n-grams)"))
     stage = ctx.stage("decontaminate")
     if ctx.curated[1] is not None and stage is None:
         found.append(warn("the curate decontaminate stage did not run", "enable curate.decontaminate"))

@@ -341,7 +341,7 @@ def dpo_planned(ctx: Context) -> Outcome:
     prefs = _preference_files(ctx)
     if not dpo_runs:
         if not prefs:
-            return skip("no preference data (no dpo section with files) and no DPO run")
+            return skip("no preference data (no dpo.train / dpo.eval file) and no DPO run")
         return warn(f"preference data {', '.join(map(str, prefs))} exists but no DPO run",
                     "run DPO from the SFT checkpoint as reference (`sftpipe dpo`)")
     sft = ctx.run_dir if ctx.info is not None and ctx.info.kind == "sft" else None
@@ -385,9 +385,10 @@ def serving(ctx: Context) -> Outcome:
     if info is None:
         return _no_run(ctx)
     folders = export_folders(ctx)
-    serve = ctx.section("serve")
+    serve = {k: v for k, v in ctx.section("serve").items() if k in ("template", "stop", "stop_tokens")}
     if not folders and not serve:
-        return skip(f"no export of {ctx.run_dir} (merged/, export*/, export or serve section)")
+        return skip(f"no export of {ctx.run_dir} (merged/, export*/, or a folder the export section names); "
+                    "`sftpipe serve` serves the run folder itself, checked by template-parity and end-of-turn")
     ref, eot = (info.template.sha256 if info.template else None), set(info.template.end_of_turn_ids
                                                                     if info.template else [])
     found = []
@@ -412,4 +413,4 @@ def serving(ctx: Context) -> Outcome:
     if isinstance(template, str) and template not in ("model", info.template.name if info.template else ""):
         found.append(fail(f"serve.template {template!r} is not the run's ({info.template.name})",
                           "serve with the run's own template (template: model)"))
-    return worst(*found) if found else ok("serve section matches the run's template and stop tokens")
+    return worst(*found) if found else ok(f"serve section {serve} matches the run's template and stop tokens")

@@ -56,8 +56,8 @@ class Context:
 
     def section(self, name: str) -> dict[str, Any]:
         """A config section as a dict, also one this sftpipe's config does not model yet (dpo, serve, export)."""
-        value = self.cfg.model_dump(mode="json").get(name, self.raw.get(name))
-        return value if isinstance(value, dict) else {}
+        raw, modeled = self.raw.get(name), self.cfg.model_dump(mode="json").get(name)
+        return {**(raw if isinstance(raw, dict) else {}), **(modeled if isinstance(modeled, dict) else {})}
 
     @property
     def where(self) -> str:
@@ -89,8 +89,10 @@ class Context:
         return read_json(self.run_dir / name) if self.run_dir is not None else None
 
     def runs(self) -> list[tuple[Path, RunInfo]]:
-        """Every readable run folder beside this run (and the config's output_dir)."""
-        roots = {Path(self.cfg.train.output_dir)} | ({self.run_dir.parent} if self.run_dir else set())
+        """Every readable run folder beside this run and in train.output_dir / dpo.output_dir."""
+        dpo_out = self.section("dpo").get("output_dir")
+        roots = {Path(self.cfg.train.output_dir)} | ({self.run_dir.parent} if self.run_dir else set()) | \
+            ({Path(dpo_out)} if isinstance(dpo_out, str) and dpo_out else set())
         found = []
         for root in sorted(roots):
             for d in sorted(root.glob("*/run.json")) if root.is_dir() else []:
