@@ -48,6 +48,26 @@ def cache_key(rows: list[dict[str, Any]], reference_sha: str, extra: str = "") -
     return h.hexdigest()
 
 
+def quietly(fn, *args):
+    """Call `fn` without TRL's and datasets' tqdm bars (the library never writes to the console)."""
+    import os
+
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    before, was = os.environ.get("TQDM_DISABLE"), is_progress_bar_enabled()
+    os.environ["TQDM_DISABLE"] = "1"
+    disable_progress_bar()
+    try:
+        return fn(*args)
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+        if was:
+            enable_progress_bar()
+
+
 class GroupedSampler(Sampler):
     """Indices in micro-batches of `batch_size` pairs of similar length, the batches in a seeded shuffled order
     (per epoch). The permutation depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -97,7 +117,7 @@ class PreferenceTrainer(DPOTrainer):
             if len(cached["ref_chosen_logps"]) == len(dataset):
                 return dataset.add_column("ref_chosen_logps", cached["ref_chosen_logps"].tolist()) \
                     .add_column("ref_rejected_logps", cached["ref_rejected_logps"].tolist())
-        out = super()._precompute_ref_logps(dataset, name, batch_size)
+        out = quietly(super()._precompute_ref_logps, dataset, name, batch_size)
         if path is not None and self.accelerator.is_main_process:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
