@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .curate.config import CurateConfig
 from .errors import ConfigError
 from .evaluate.config import EvalConfig
+from .serve.config import ServeConfig
 
 
 class Section(BaseModel):
@@ -184,6 +185,7 @@ class SftpipeConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @model_validator(mode="before")
     @classmethod

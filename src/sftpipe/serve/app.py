@@ -1,0 +1,180 @@
+"""The OpenAI-compatible app: `POST /v1/chat/completions` (JSON or SSE stream), `POST /v1/render` (the prompt text
+and ids the model sees), `GET /v1/models`, `GET /health`. Each request goes decode_request -> predict (the
+generation engine's worker) -> encode_response."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..generate import QueueFull, Request as GenRequest, Worker
+from .config import ServeConfig
+from .load import Served
+from .protocol import ApiError, ChatParams, decode_messages, decode_request, encode_chunk, encode_response, usage
+
+
+async def _read_json(request: Request, cfg: ServeConfig):
+    """The body as JSON, refused with 413 past `max_body_bytes` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cfg.max_body_bytes:
+        raise ApiError(413, "body", f"the body has {declared} bytes; this server takes at most {cfg.max_body_bytes}")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > cfg.max_body_bytes:
+            raise ApiError(413, "body", f"the body is over {cfg.max_body_bytes} bytes, this server's limit")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "body", f"the body is not valid JSON: {e}") from None
+
+
+def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `served` through `worker` (started and stopped with the app)."""
+    @asynccontextmanager
+    async def lifespan(_):
+        yield
+        worker.stop()
+
+    app = FastAPI(title=f"sftpipe serve {served.name}", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    context = cfg.context or int(getattr(served.model.config, "max_position_embeddings", 2048))
+    renderer, tok = served.renderer, served.tokenizer
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                err = ApiError(401, "authorization", "missing or wrong API key; fix: send the header "
+                               "'Authorization: Bearer <key>' with the key the server was started with",
+                               "authentication_error")
+                return JSONResponse(err.body(), status_code=401)
+        return await call_next(request)
+
+    def encode(messages: list[dict]) -> list[int]:
+        try:
+            return renderer.encode_prompt(messages)
+        except Exception as e:  # the template's own raise_exception (e.g. roles must alternate)
+            raise ApiError(400, "messages", f"the chat template rejects these messages: {e}") from None
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": served.name, "template_sha256": served.template_sha256,
+                "running": len(worker.engine.rows), "waiting": worker.waiting.qsize()}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": 0,
+                                            "owned_by": "sftpipe"}]}
+
+    @app.post("/v1/render")
+    async def render(request: Request):
+        body = await _read_json(request, cfg)
+        if not isinstance(body, dict):
+            raise ApiError(400, None, "the request body must be a JSON object")
+        messages = decode_messages(body, cfg)
+        add = body.get("add_generation_prompt", True)
+        if not isinstance(add, bool):
+            raise ApiError(400, "add_generation_prompt", "add_generation_prompt must be true or false")
+        msgs = renderer.template_messages(messages)
+        text = renderer.render_text(msgs, add_generation_prompt=add)
+        ids = renderer.encode(msgs, text, add_generation_prompt=add)[0]
+        return {"model": served.name, "prompt": text, "token_ids": ids, "tokens": [tok.convert_ids_to_tokens(i)
+                                                                                   for i in ids],
+                "template_sha256": served.template_sha256}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await _read_json(request, cfg)
+        params = decode_request(body, cfg)
+        if body.get("model") not in (None, served.name):
+            raise ApiError(404, "model", f"model {body.get('model')!r} is not served here; this server serves "
+                           f"{served.name!r}", "not_found_error")
+        ids = encode(params.messages)
+        if len(ids) >= context:
+            raise ApiError(400, "messages", f"the prompt has {len(ids)} tokens; the context holds {context} "
+                           "(prompt + reply); fix: send fewer or shorter messages")
+        budget = min(params.max_tokens or cfg.default_max_tokens, context - len(ids))
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        return await (stream(rid, ids, budget, params) if params.stream else complete(rid, ids, budget, params))
+
+    def predict(ids: list[int], budget: int, params: ChatParams, on_text=None):
+        """Queue the request on the engine; (request, future of its Generation). 429 when the queue is full."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def finish(gen):
+            loop.call_soon_threadsafe(lambda: done.done() or (done.set_exception(gen) if isinstance(
+                gen, BaseException) else done.set_result(gen)))
+
+        req = GenRequest(ids, budget, params.temperature, params.top_p, params.seed, params.stop,
+                         on_text=on_text, on_done=finish)
+        try:
+            worker.submit(req)
+        except QueueFull as e:
+            raise ApiError(429, None, f"the server is busy ({e}); fix: retry after a moment",
+                           "rate_limit_error") from None
+        return req, done
+
+    async def complete(rid: str, ids: list[int], budget: int, params: ChatParams):
+        req, done = predict(ids, budget, params)
+        try:
+            gen = await done
+        finally:
+            req.cancelled = True  # a no-op once finished; stops decoding if the client went away
+        return encode_response(rid, served.name, gen.text, gen.finish, len(ids), gen.new_tokens)
+
+    async def stream(rid: str, ids: list[int], budget: int, params: ChatParams):
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        req, done = predict(ids, budget, params,
+                            on_text=lambda t: loop.call_soon_threadsafe(pieces.put_nowait, t))
+        done.add_done_callback(lambda _: pieces.put_nowait(None))
+
+        def sse(obj) -> str:
+            return f"data: {json.dumps(obj)}\n\n"
+
+        async def events():
+            try:
+                yield sse(encode_chunk(rid, served.name, {"role": "assistant", "content": ""}))
+                while (piece := await pieces.get()) is not None:
+                    yield sse(encode_chunk(rid, served.name, {"content": piece}))
+                while not pieces.empty():  # text queued before the done callback ran
+                    if (piece := pieces.get_nowait()) is not None:
+                        yield sse(encode_chunk(rid, served.name, {"content": piece}))
+                if done.exception() is not None:
+                    yield sse(ApiError(500, None, f"generation failed: {done.exception()}", "server_error").body())
+                    return
+                gen = done.result()
+                yield sse(encode_chunk(rid, served.name, {}, gen.finish))
+                if params.include_usage:
+                    yield sse(encode_chunk(rid, served.name, None, use=usage(len(ids), gen.new_tokens)))
+                yield "data: [DONE]\n\n"
+            finally:
+                req.cancelled = True
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def create_app(ref, cfg: ServeConfig, api_key: str | None = None) -> tuple[FastAPI, Served]:
+    """Load and check the run `ref`, start its generation worker, and build the app."""
+    from ..generate import Engine
+    from .load import load_served
+
+    served = load_served(ref)
+    engine = Engine(served.model, served.tokenizer, served.stop_ids, max_batch=cfg.max_batch)
+    worker = Worker(engine, max_queue=cfg.max_queue).start()
+    return build_app(served, worker, cfg, api_key), served
