@@ -160,7 +160,8 @@ def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max
 def build_renderer(cfg) -> ChatRenderer:
     """The tokenizer + template + masking policy that a config (`model`, `template`, `render`) names."""
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
-    return ChatRenderer(tokenizer, load_template(cfg.template.name, tokenizer), train_on=cfg.render.train_on)
+    return ChatRenderer(tokenizer, load_template(cfg.template.name, tokenizer), train_on=cfg.render.train_on,
+                        reasoning=cfg.render.reasoning)
 
 
 def read_data(cfg, paths: list[str], key: str, *, on_error: str | None = None):

@@ -34,10 +34,18 @@ def check_parity(tokenizer_dir: Path, examples: list, *, limit: int | None = Non
     checked = text_bad = ids_bad = 0
     first: dict[str, Any] | None = None
     for ex in examples[:limit] if limit else examples:
-        text = saved.apply_chat_template(ex.messages, tokenize=False)
-        ids = saved.apply_chat_template(ex.messages, tokenize=True, sanitize_control_tokens=True, return_dict=False)
         checked += 1
-        text_ok, ids_ok = text == ex.text, list(ids[: len(ex.input_ids)]) == list(ex.input_ids)
+        if getattr(ex, "prompt_chars", None) is not None:  # a serving example: its prompt is exactly serving's
+            text = saved.apply_chat_template(ex.messages[:-1], tokenize=False, add_generation_prompt=True)
+            ids = saved.apply_chat_template(ex.messages[:-1], tokenize=True, add_generation_prompt=True,
+                                            sanitize_control_tokens=True, return_dict=False)
+            text_ok = text == ex.text[: ex.prompt_chars]
+            ids_ok = list(ids) == list(ex.input_ids[: len(ids)])
+        else:
+            text = saved.apply_chat_template(ex.messages, tokenize=False)
+            ids = saved.apply_chat_template(ex.messages, tokenize=True, sanitize_control_tokens=True,
+                                            return_dict=False)
+            text_ok, ids_ok = text == ex.text, list(ids[: len(ex.input_ids)]) == list(ex.input_ids)
         text_bad += not text_ok
         ids_bad += not ids_ok
         if first is None and not (text_ok and ids_ok):
@@ -53,5 +61,6 @@ def check_parity(tokenizer_dir: Path, examples: list, *, limit: int | None = Non
         "first_mismatch": first,
         "method": "saved tokenizer apply_chat_template(tokenize=False) == training text; "
                   "apply_chat_template(tokenize=True, sanitize_control_tokens=True) == training ids "
-                  "(a truncated example must be a prefix)",
+                  "(a truncated example must be a prefix); for a per-turn serving example, the generation prompt's "
+                  "text and ids == the example's prompt part",
     }

@@ -203,7 +203,8 @@ def end_of_turn_ids(examples: list[Example]) -> list[int]:
     >>> end_of_turn_ids([Example([5, 6, 2, 7, 2], [-100, 6, 2, 7, 2], "", eot_positions=[2, 4])])
     [2]
     """
-    found = {e.input_ids[p] for e in examples for p in e.eot_positions if 0 <= p < len(e.input_ids)}
+    found = {t for e in examples for t in e.eot_ids}  # every control token of a multi-token turn ending
+    found |= {e.input_ids[p] for e in examples for p in e.eot_positions if 0 <= p < len(e.input_ids)}
     return sorted(found)
 
 
