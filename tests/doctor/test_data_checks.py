@@ -145,3 +145,11 @@ def test_held_out_split_warn_when_not_stratified(project):
     (project.root / "curated" / "report.json").write_text(json.dumps(project.report))
     f = project.check("held-out-split")
     assert f.verdict == "WARN" and "total variation" in f.evidence and "curate.split.by" in f.fix
+
+
+def test_held_out_split_warn_when_eval_has_no_category(project):
+    for r in project.eval:
+        del r["category"]
+    project.write()
+    f = project.check("held-out-split")
+    assert f.verdict == "WARN" and "carry no 'category' field" in f.evidence

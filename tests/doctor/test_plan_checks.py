@@ -195,3 +195,19 @@ def test_doctests():
     for mod in (base, text, checks_plan):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+def test_synthetic_audited_pass_with_human_ratings(project):
+    for r in project.train[:5]:
+        r["origin"] = "teacher"
+    (project.root / "ratings.csv").write_text("prompt_id,checkpoint,tone,policy,correctness\n")
+    project.config["eval"]["human"] = "ratings.csv"
+    project.write()
+    f = project.check("synthetic-audited")
+    assert f.verdict == "PASS" and "human ratings" in f.evidence
+
+
+def test_base_checkpoint_skip_without_training_data(project):
+    project.config["data"]["train"] = ["curated/none.jsonl"]
+    project.write()
+    assert project.check("base-checkpoint").verdict == "SKIP"

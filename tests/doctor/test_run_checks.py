@@ -314,3 +314,17 @@ def test_serving_fail_when_export_does_not_stop_on_end_of_turn(project):
 def test_serving_fail_when_serve_stop_tokens_lack_end_of_turn(project):
     f = _context_check(project, "serving", project.run(), {"serve": {"stop": ["</s>"]}})
     assert f.verdict == "FAIL" and "lack end-of-turn ['<|im_end|>']" in f.evidence
+
+
+def test_dpo_planned_fail_when_dpo_recorded_another_template(project):
+    sft = project.run()
+    _dpo_run(project, sft, {"run": str(sft.resolve()), "name": "t", "template_sha256": "f" * 64})
+    f = project.check("dpo-planned", sft)
+    assert f.verdict == "FAIL" and "recorded template ffffffffffff" in f.evidence
+
+
+def test_overfitting_warn_from_the_config_before_training(project):
+    project.config["train"]["epochs"] = 5
+    project.write()
+    f = project.check("overfitting")
+    assert f.verdict == "WARN" and "5 epochs over 40 examples" in f.evidence

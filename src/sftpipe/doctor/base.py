@@ -105,7 +105,7 @@ def run_check(c: Check, ctx: Context) -> Finding:
 
 def run_checks(ctx: Context, only: list[str] | None = None) -> list[Finding]:
     """Every registered check (or those named in `only`), in registration order."""
-    from . import checks_data, checks_plan, checks_run  # noqa: F401  (importing registers the checks)
+    from . import checks_data, checks_plan, checks_run, checks_template  # noqa: F401  (registers the checks)
 
     unknown = sorted(set(only or []) - {c.name for c in CHECKS})
     if unknown:
