@@ -5,6 +5,7 @@ Every problem in a config is reported at once, each with its dotted path and the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,6 +173,28 @@ class DpoConfig(Section):
         return [] if v in (None, "none") else [v] if isinstance(v, str) else v
 
 
+class ReviewConfig(Section):
+    """`sftpipe review`: blind pairwise sessions (sampling, rubric, swapped repeats) and the page's input limits."""
+
+    n: int = Field(200, ge=1)  # prompts per session, stratified by category
+    sets: list[str] | None = None  # eval sets to draw from (default: every set both runs generated)
+    seed: int = 0  # sampling and the left/right order
+    repeats: int = Field(0, ge=0)  # items shown again in swapped order, to measure each reviewer's consistency
+    rubric: list[str] = Field(default_factory=lambda: ["tone", "policy", "correctness"])  # 1-5 scores per side
+    max_comment_chars: int = Field(2000, ge=0)
+    max_body_bytes: int = Field(65536, ge=1024)
+    max_concurrent: int = Field(32, ge=1)  # requests in flight; more get 429
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", f)]
+        if bad or len(set(v)) != len(v) or not 1 <= len(v) <= 8:
+            raise ValueError(f"rubric: {v} must be 1-8 distinct lower-case names (a-z, 0-9, _), e.g. "
+                             "[tone, policy, correctness]")
+        return v
+
+
 class SftpipeConfig(Section):
     """The whole project config. Each verb reads only its own sections."""
 
@@ -186,6 +209,7 @@ class SftpipeConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -263,3 +263,46 @@ def doctor_table(result) -> Table:
 def print_doctor(result, out: Console | None = None) -> None:
     """Print `doctor_table`."""
     (out or console).print(doctor_table(result))
+
+
+def print_review_init(result) -> None:
+    """`sftpipe review init`: the session written and its items per category."""
+    console.print(key_value_table(f"review session {result.session}", [
+        ("runs (never shown to reviewers)", " vs ".join(result.runs)), ("items", result.items),
+        ("swapped repeats", result.repeats),
+        ("per category", ", ".join(f"{k or '-'}: {v}" for k, v in result.categories.items()))]))
+    console.print(f"next: sftpipe review add-reviewer {result.session} NAME; sftpipe review serve {result.session}")
+
+
+def print_review_export(result) -> None:
+    """`sftpipe review export`: the files written and their row counts."""
+    for label, entry in (("DPO pairs", result.pairs), ("rubric scores", result.rubric)):
+        if entry:
+            console.print(f"{label}: {entry[1]} rows -> {entry[0]}")
+
+
+def print_review_stats(s: dict) -> None:
+    """`sftpipe review stats`: win rate with CI, verdicts, rubric means per run, agreement, consistency."""
+    a, b = s["runs"]
+    rows: list[tuple[str, object]] = [("items answered", f"{s['items_answered']} of {s['items']} "
+                                                         f"({s['answers']} answers, {s['skips']} skips)"),
+                                      ("verdicts", ", ".join(f"{k}: {v}" for k, v in s["verdicts"].items()))]
+    if "win_rate" in s:
+        w = s["win_rate"]
+        rows.append((f"win rate of {a} vs {b}", f"{w['rate']:.3f} (95% CI {w['ci95'][0]:.3f}-{w['ci95'][1]:.3f}, "
+                                                 f"{w['items']} items; ties and both-bad count 0.5)"))
+    if "decisive_share" in s:
+        d = s["decisive_share"]
+        rows.append((f"{a} among decisive", f"{d['rate']:.3f} (Wilson 95% {d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}, "
+                                            f"n={d['n']})"))
+    for run, fields in s["rubric"].items():
+        rows.append((f"rubric {run}", ", ".join(f"{f} {v['mean']:.2f} (n={v['n']})" for f, v in fields.items())
+                     or "-"))
+    g = s["agreement"]
+    rows.append(("reviewers", g["reviewers"]))
+    if "kappa" in g:
+        rows.append(("Cohen's kappa", f"{g['kappa']} over {g['kappa_items']} items"))
+    rows.append(("Krippendorff's alpha (nominal)", g["alpha"]))
+    for who, c in s["consistency"].items():
+        rows.append((f"consistency {who}", f"{c['same']}/{c['n']} swapped repeats agree ({c['rate']:.2f})"))
+    console.print(key_value_table("review stats", rows))
