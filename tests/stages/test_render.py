@@ -59,7 +59,7 @@ def test_the_output_cannot_overwrite_an_input(tmp_path):
 @pytest.mark.parametrize("family", ["deepseek-v3", "mistral-7b-instruct-v0.3", "nemotron-3-nano", "cohere2"])
 def test_parity_holds_for_per_turn_serving_examples(tmp_path, family):
     template = Path(__file__).resolve().parents[1] / "assets" / "templates" / f"{family}.jinja"
-    cfg = load_config(overrides=[f"data.train={SAMPLE}", "render.max_length=512", f"template.name={template}"])
+    cfg = load_config(overrides=[f"data.train={SAMPLE}", "render.max_length=2048", f"template.name={template}"])
     result = render_stage.run(cfg, tmp_path / "rows.jsonl", progress=False)
     assert result.parity["examples_checked"] == result.mask.examples > 0
     assert result.parity["text_mismatches"] == 0 and result.parity["token_mismatches"] == 0
