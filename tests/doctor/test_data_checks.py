@@ -153,3 +153,11 @@ def test_held_out_split_warn_when_eval_has_no_category(project):
     project.write()
     f = project.check("held-out-split")
     assert f.verdict == "WARN" and "carry no 'category' field" in f.evidence
+
+
+def test_curation_ran_fail_when_nothing_was_kept(project):
+    project.report["counts"].update(kept=0, rejected=53, train=0, eval=0)
+    project.report["rejected_by_reason"] = {"filters/error": 50, "dedup/exact_duplicate": 3}
+    project.save_report()
+    f = project.check("curation-ran")
+    assert f.verdict == "FAIL" and "kept no training record" in f.evidence and "filters/error 50" in f.evidence

@@ -57,6 +57,11 @@ def curation_ran(ctx: Context) -> Outcome:
         if mix_missing:
             found.append(warn(f"the mixed-in general source skipped {', '.join(mix_missing)}",
                               "run every curation stage on every source"))
+    reasons = sorted((report.get("rejected_by_reason") or {}).items(), key=lambda kv: -kv[1])[:3]
+    top = ", ".join(f"{k} {v}" for k, v in reasons) or "none"
+    if not c.get("train"):
+        found.append(fail(f"{path}: curate kept no training record (top rejections: {top})",
+                          "look at rejected.jsonl for the reason, fix the config or data, re-run `sftpipe curate`"))
     if c.get("in") != (c.get("kept") or 0) + (c.get("rejected") or 0):
         found.append(fail(f"{path}: counts do not add up ({c})", "re-run `sftpipe curate`"))
     return worst(*found)
@@ -203,7 +208,10 @@ def held_out_split(ctx: Context) -> Outcome:
         return fail("data.eval is empty: no held-out set", "set data.eval to curated/eval.jsonl (curate.split "
                                                             "writes it)")
     if not ctx.eval:
-        return fail(f"data.eval {ctx.cfg.data.eval} holds no readable conversation", "re-run `sftpipe curate`")
+        missing = [p for p in ctx.cfg.data.eval if not Path(p).is_file()]
+        what = "does not exist" if missing else "holds no readable conversation"
+        return fail(f"data.eval {missing or ctx.cfg.data.eval} {what}", "run `sftpipe curate` (its split writes "
+                                                                         "eval.jsonl)")
     found = []
     same = {Path(p).resolve() for p in ctx.cfg.data.eval} & {Path(p).resolve() for p in ctx.cfg.data.train}
     if same:

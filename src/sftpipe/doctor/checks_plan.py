@@ -17,6 +17,7 @@ LORA_LR, FULL_LR = (1e-4, 3e-4), (1e-5, 2e-5)
 LORA_RANK, ALPHA_RATIO, WARMUP = (16, 64), (1.5, 2.5), (0.03, 0.10)
 SYSTEM_PROMPT_TOKENS = 400  # Harbor kept its live system prompt under 400 tokens
 MIX_RANGE = (0.10, 0.30)
+NO_DATA = "no training data (data.train is empty or missing)"
 INSTRUCT = re.compile(r"instruct|chat|(^|[-_/])it($|[-_/])|sft|dpo", re.IGNORECASE)
 REFUSAL_SETS = re.compile(r"red.?team|complian|refus|safety|harm|jailbreak", re.IGNORECASE)
 SYNTHETIC_VALUES = {"synthetic", "teacher", "generated", "self-instruct", "self_instruct", "llm"}
@@ -92,7 +93,7 @@ def base_checkpoint(ctx: Context) -> Outcome:
     n = (ctx.info.mask_report.get("conversations_kept") if ctx.info and ctx.info.mask_report else None) \
         or len(ctx.train)
     if not n:
-        return skip("no training data to count (data.train is empty or missing)")
+        return skip(NO_DATA)
     instruct, why = _is_instruct(ctx)
     if not instruct and n < SMALL_BUDGET:
         return warn(f"{why} with {n:,} demonstrations (< {SMALL_BUDGET:,})",
@@ -112,12 +113,16 @@ def multi_turn_policy(ctx: Context) -> Outcome:
     render.train_on (all_assistant | last_assistant) must be set on purpose when the data has multi-turn dialogs;
     the run's policy is reported."""
     policy = ctx.info.section("render").get("train_on") if ctx.info else ctx.cfg.render.train_on
+    if not ctx.train and not ctx.explicit("render.train_on"):
+        return skip(NO_DATA)
     multi = [c for c in ctx.train if sum(m.role == "assistant" for m in c.messages) > 1]
     mr = ctx.info.mask_report if ctx.info else {}
     per = (f"; {mr['trained_messages'] / mr['examples']:.2f} trained replies per example"
            if mr.get("examples") else "")
     said = f"render.train_on={policy} ({'set in ' + ctx.where if ctx.explicit('render.train_on') else 'default'})"
     found = f"{said}; {len(multi)}/{len(ctx.train)} training conversations have several assistant turns{per}"
+    if not ctx.train:
+        return ok(f"{said}; no training data yet to count multi-turn dialogs in")
     if ctx.info and policy != ctx.cfg.render.train_on:
         return warn(f"the run trained with train_on={policy}, the config now says {ctx.cfg.render.train_on}",
                     "re-train, or restore render.train_on to the run's value")
@@ -174,12 +179,17 @@ def system_prompt(ctx: Context) -> Outcome:
 
     One stable system prompt (per-example prompts dilute learning), under 400 tokens (Harbor's live prompt), and
     its sha256 reported so the serving copy can be matched against it."""
+    if not ctx.train:
+        return skip(NO_DATA)
     prompts = Counter(c.messages[0].content for c in ctx.train if c.messages and c.messages[0].role == "system")
     if not prompts:
         return ok("no system prompt in the training data: behaviours live in the demonstrations")
     top, count = prompts.most_common(1)[0]
     sha = hashlib.sha256(top.encode("utf-8")).hexdigest()[:12]
-    tokens = len(ctx.tokenizer(top, add_special_tokens=False)["input_ids"])
+    try:
+        tokens = len(ctx.tokenizer(top, add_special_tokens=False)["input_ids"])
+    except Exception:  # no tokenizer to load (e.g. weights not downloaded): the usual 4 characters per token
+        tokens = -(-len(top) // 4)
     found = [ok(f"{len(prompts)} distinct system prompt(s); the main one ({count}/{len(ctx.train)} conversations) "
                 f"is {tokens} tokens, sha256 {sha}")]
     if tokens > SYSTEM_PROMPT_TOKENS:
@@ -205,7 +215,7 @@ def general_mix(ctx: Context) -> Outcome:
 
     The share of training records the curate mix stage blended in (their `mix` field), or its report."""
     if not ctx.train:
-        return skip("no training data (data.train is empty or missing)")
+        return skip(NO_DATA)
     label = ctx.cfg.curate.mix.label
     n_mix = sum(1 for c in ctx.train if c.meta.get("mix") == label)
     share = n_mix / len(ctx.train)
@@ -229,6 +239,8 @@ def refusals(ctx: Context) -> Outcome:
     names = [s.name for s in ctx.cfg.eval.sets if REFUSAL_SETS.search(f"{s.name} {s.path}")]
     if not names:
         return skip("the eval names no refusal behaviour (no red-team / compliance / safety set)")
+    if not ctx.train:
+        return skip(NO_DATA)
     replies = [(i, m.content) for i, c in enumerate(ctx.train) for m in c.messages if m.role == "assistant"]
     hits = [i for i, text in replies if is_refusal(text)]
     found = f"eval sets {', '.join(names)} test refusals; {len(hits)}/{len(replies)} training replies refuse"
@@ -249,6 +261,8 @@ def synthetic_audited(ctx: Context) -> Outcome:
     def synthetic(meta: dict) -> bool:
         return bool(meta.get("synthetic")) or any(str(meta.get(k, "")).lower() in SYNTHETIC_VALUES
                                                   for k in ("source", "origin"))
+    if not ctx.train:
+        return skip(NO_DATA)
     marked = [i for i, c in enumerate(ctx.train) if synthetic(c.meta)]
     if not marked:
         return ok(f"no training record is marked synthetic ({len(ctx.train)} checked: fields synthetic, source, "

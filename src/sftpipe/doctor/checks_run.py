@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import SftpipeError
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .checks_template import _eos, _no_run, export_folders, sha
 from .context import Context, read_json
@@ -44,7 +45,10 @@ def masks(ctx: Context) -> Outcome:
     if not ctx.train:
         return skip("no training data (data.train is empty or missing)")
     cfg = SftpipeConfig.model_validate(ctx.info.config) if ctx.info else ctx.cfg
-    renderer = build_renderer(cfg)
+    try:
+        renderer = build_renderer(cfg)
+    except SftpipeError as e:
+        return skip(f"cannot render without the model's tokenizer ({e})")
     sample = ctx.train[:MASK_SAMPLE]
     examples, _, _ = build_examples(sample, renderer, max_length=cfg.render.max_length,
                                     truncation=cfg.render.truncation, on_error="skip")
@@ -104,6 +108,8 @@ def overfitting(ctx: Context) -> Outcome:
     loss falls."""
     epochs, source = _epochs(ctx)
     n = (ctx.info.mask_report.get("examples") if ctx.info else None) or len(ctx.train)
+    if not n and ctx.info is None:
+        return skip("no training data and no run (data.train is empty or missing)")
     found = [ok(f"{epochs:.2g} epochs ({source}) over {n:,} examples" if epochs is not None else source)]
     if epochs is not None and (epochs > MAX_EPOCHS or (n < SMALL_DATA and epochs > SMALL_DATA_EPOCHS)):
         found.append(warn(f"{epochs:.2g} epochs over {n:,} examples", "1-3 passes (fewer on small specialized "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ..errors import SftpipeError
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .context import Context, read_json
 
@@ -116,7 +117,10 @@ def bos_once(ctx: Context) -> Outcome:
     (add_special_tokens=True) does not add a second."""
     if ctx.info is None and not ctx.train:
         return skip("no run and no training data to render")
-    tok = ctx.tokenizer
+    try:
+        tok = ctx.tokenizer
+    except SftpipeError as e:
+        return skip(f"no tokenizer to load ({e})")
     if tok.bos_token_id is None:
         return ok("the tokenizer has no BOS token")
     msgs = (ctx.train[0].to_template() if ctx.train else
