@@ -133,3 +133,31 @@ def test_bad_input_is_refused(session, alice):
     assert alice.post("/item/0", data={"verdict": "A", "comment": "x" * 70000, "csrf": token}).status_code == 413
     assert alice.get("/item/999").status_code == 404
     assert rows(session) == []
+
+
+def test_overload_gets_429(session, monkeypatch):
+    import threading
+
+    from sftpipe.config import ReviewConfig
+
+    client = TestClient(create_app(session, ReviewConfig(max_concurrent=1)), follow_redirects=False)
+    entered, release = threading.Event(), threading.Event()
+    real = store.reviewer_for
+
+    def slow(con, token):
+        entered.set()
+        release.wait(10)
+        return real(con, token)
+
+    monkeypatch.setattr(store, "reviewer_for", slow)
+    first = threading.Thread(target=client.get, args=("/item/0",))
+    first.start()
+    try:
+        assert entered.wait(10)
+        r = client.get("/item/1")
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    finally:
+        release.set()
+        first.join(10)
+    monkeypatch.setattr(store, "reviewer_for", real)
+    assert client.get("/item/1").status_code == 401  # served again once the slot is free

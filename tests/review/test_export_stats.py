@@ -110,3 +110,25 @@ def test_rubric_rows_are_what_eval_imports(rated, tmp_path, runs):
     assert human[RUN_B] == {"n": 6, "human_tone": round((2.5 - 1) / 4, 4)}
     cfg = SftpipeConfig.model_validate({"eval": {"human": str(out)}})
     assert human_for(cfg.eval, runs / RUN_B)["final"] == human[RUN_B]  # eval maps the run's name to its weights
+
+
+def test_a_configured_rubric_is_scored_and_still_imports(runs, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from sftpipe.review.app import create_app
+
+    path = review.init(config(runs, n=3, rubric=["tone", "empathy"]), RUN_A, RUN_B, out=tmp_path / "e.sqlite").session
+    with store.connect(path) as con:
+        token = store.add_reviewer(con, "gus")
+    client = TestClient(create_app(path), follow_redirects=False)
+    client.get(f"/login?token={token}")
+    page = client.get("/item/0").text
+    assert 'name="A_empathy"' in page and 'name="B_empathy"' in page and 'name="A_policy"' not in page
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    assert client.post("/item/0", data={"verdict": "A", "A_empathy": "5", "B_empathy": "3", "A_policy": "1",
+                                        "csrf": csrf}).status_code == 303
+    out = tmp_path / "h.jsonl"
+    review.export(path, rubric=out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["empathy"] for r in rows) == [3, 5] and all(r["policy"] == r["tone"] == "" for r in rows)
+    assert load_human(out) == {}  # nothing eval scores, and no error either
