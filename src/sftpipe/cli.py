@@ -185,6 +185,19 @@ def serve(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>)
         log=log("serve"))
 
 
+@app.command()
+def export(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) or one of its checkpoint folders.")],
+           out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (written beside, renamed).")],
+           format: Annotated[str, typer.Option("--format", help="hf | vllm | gguf (llama architecture).")] = "hf",
+           dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 weights.")] = "bf16",
+           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False) -> None:
+    """Export a run for deployment: merged safetensors (hf), a vLLM bundle, or a GGUF for llama.cpp."""
+    from .stages.export import run
+
+    res = run(run_dir, out, format=format, dtype=dtype, overwrite=overwrite)
+    typer.echo(f"exported {run_dir} as {res.format} ({dtype}) -> {res.output}")
+
+
 demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
 app.add_typer(demo_app, name="demo")
 Size = Annotated[str, typer.Option("--size", help="tiny | small | default (2,400 raw threads).")]

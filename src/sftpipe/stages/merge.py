@@ -7,16 +7,13 @@ temporary folder next to the target and renamed into place, so a crash never lea
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelError
+from ..export.merged import atomic_folder, merged_model, save_model
 from ..io import sha256_file, write_json
-from ..parity import save_tokenizer
-from ..runs import load_run, weights_folder
+from ..runs import weights_folder
 
 
 @dataclass
@@ -31,23 +28,13 @@ class MergeResult:
 
 
 def run(run_dir: str | Path, output: str | Path | None = None, *, checkpoint: str | None = None,
-              overwrite: bool = False, dtype=None) -> MergeResult:
+        overwrite: bool = False, dtype=None) -> MergeResult:
     """Merge the adapter of `run_dir` (or of one checkpoint) into its base; default output `run_dir/merged`."""
     run_dir = Path(run_dir)
-    model, tokenizer, info = load_run(run_dir, checkpoint, dtype=dtype)
-    if not hasattr(model, "merge_and_unload"):
-        raise ModelError(f"{run_dir} holds full weights (mode {info.mode!r}), not an adapter, so there is "
-                         "nothing to merge; fix: load the run folder directly with transformers")
+    merged, tokenizer, info = merged_model(run_dir, checkpoint, dtype=dtype, require_adapter=True)
     output = Path(output) if output is not None else run_dir / "merged"
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ModelError(f"{output} exists and is not empty; fix: pass --overwrite or another --output")
-    merged = model.merge_and_unload()
-    merged.config.use_cache = True
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        save_tokenizer(tokenizer, tmp)
+    with atomic_folder(output, overwrite=overwrite) as tmp:
+        parameters = save_model(merged, tokenizer, tmp)
         if (run_dir / "generation_config.json").is_file():
             shutil.copy2(run_dir / "generation_config.json", tmp / "generation_config.json")
         adapter = weights_folder(run_dir, checkpoint)
@@ -55,10 +42,4 @@ def run(run_dir: str | Path, output: str | Path | None = None, *, checkpoint: st
             "run_dir": str(run_dir), "checkpoint": checkpoint, "base_model": info.base_model,
             "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
             "template": info.template.model_dump(exclude={"source"}) if info.template else None})
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return MergeResult(output, run_dir, checkpoint, info.base_model, sum(p.numel() for p in merged.parameters()))
+    return MergeResult(output, run_dir, checkpoint, info.base_model, parameters)

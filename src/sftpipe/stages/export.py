@@ -1,0 +1,54 @@
+"""`sftpipe export RUN --format hf|vllm|gguf --out DIR [--dtype bf16|fp16|fp32]`: a deployment bundle of a run.
+
+Read top to bottom: load the run through `sftpipe.runs` and fold its adapter in -> write the bundle into a folder
+beside DIR (hf: safetensors in the dtype, tokenizer with the exact template inline, generation_config whose eos
+holds every end-of-turn id, model card; vllm: the same plus the launch command; gguf: one .gguf file with the
+template and eos/eot ids in its metadata, read back with transformers' GGUF loader and checked) -> rename it to DIR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..errors import ConfigError
+from ..export import atomic_folder, merged_model, write_hf, write_vllm
+from ..io import write_json
+from ..runs import split_ref
+
+FORMATS = ("hf", "vllm", "gguf")
+
+
+@dataclass
+class ExportResult:
+    """Where the bundle went and what it records (export.json)."""
+
+    output: Path
+    format: str
+    record: dict = field(default_factory=dict)
+
+
+def run(ref: str | Path, out: str | Path, *, format: Literal["hf", "vllm", "gguf"] = "hf", dtype: str = "bf16",
+        overwrite: bool = False) -> ExportResult:
+    """Export the run `ref` (runs/<name> or one of its checkpoint folders) as `format` into `out`."""
+    if format not in FORMATS:
+        raise ConfigError("--format", [f"{format!r} is not a format; allowed: {', '.join(FORMATS)}"])
+    found = split_ref(ref)
+    if found is None:
+        raise ConfigError("RUN", [f"{ref} is neither a run folder (with run.json) nor one of its checkpoints; fix: "
+                                  "pass runs/<name>"])
+    run_dir, checkpoint = found
+    out = Path(out)
+    model, tokenizer, info = merged_model(run_dir, checkpoint)
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        if format == "hf":
+            record = write_hf(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
+        elif format == "vllm":
+            record = write_vllm(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
+        else:
+            from ..export.gguf import write_gguf
+
+            record = write_gguf(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
+            write_json(tmp / "export.json", record)
+    return ExportResult(out, format, record)
