@@ -328,3 +328,11 @@ def test_overfitting_warn_from_the_config_before_training(project):
     project.write()
     f = project.check("overfitting")
     assert f.verdict == "WARN" and "5 epochs over 40 examples" in f.evidence
+
+
+def test_masks_read_a_run_whose_config_an_older_sftpipe_wrote(project):
+    run = project.run()
+    info = RunInfo.model_validate(json.loads((run / "run.json").read_text()))
+    info.config = {**info.config, "retired_section": {"x": 1}}
+    write_info(run, info)
+    assert project.check("masks", run).verdict == "PASS"

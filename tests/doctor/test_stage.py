@@ -69,3 +69,11 @@ def test_table_has_a_row_per_check(project):
     text = console.export_text()
     assert all(name in text for name in ISSUE_CHECKS)
     assert f"{result.counts['PASS']} pass" in text and "SKIP" in text
+
+
+def test_a_crashing_check_is_a_fail_row_not_a_crash(project):
+    from sftpipe.doctor import Context
+    from sftpipe.doctor.base import Check, run_check
+
+    f = run_check(Check("boom", "Guide: \"x\"", lambda ctx: 1 / 0), Context(project.cfg()))
+    assert f.verdict == "FAIL" and "crashed: ZeroDivisionError" in f.evidence and "doctor bug" in f.fix

@@ -95,11 +95,14 @@ def check(name: str) -> Callable[[Callable[[Context], Outcome]], Callable[[Conte
 
 
 def run_check(c: Check, ctx: Context) -> Finding:
-    """One check on `ctx`; an unreadable input (a SftpipeError) is that check's FAIL, with the error as evidence."""
+    """One check on `ctx`; an unreadable input (a SftpipeError) is that check's FAIL, with the error as evidence,
+    and so is a crash of the check itself (named as a doctor bug), so that one broken check hides no other."""
     try:
         out = c.fn(ctx)
     except SftpipeError as e:
         out = fail(f"could not read its inputs: {e}", "fix the file named above, then re-run `sftpipe doctor`")
+    except Exception as e:  # noqa: BLE001  (reported, not swallowed: the check's row says it crashed)
+        out = fail(f"the check crashed: {type(e).__name__}: {e}", "a doctor bug: report it with this message")
     return Finding(c.name, out.verdict, out.evidence, out.fix, c.guide)
 
 

@@ -140,7 +140,7 @@ def lora_first(ctx: Context) -> Outcome:
     2x rank, 3-10% warmup. Epochs are judged by `overfitting`."""
     cfg = ctx.info.config if ctx.info else ctx.cfg.model_dump(mode="json")
     mode = ctx.info.mode if ctx.info else ctx.cfg.train.mode
-    t, lora = cfg["train"], cfg["lora"]
+    t, lora = cfg.get("train") or {}, cfg.get("lora") or {}
     lr = (ctx.info.learning_rate if ctx.info else None) or t.get("lr") or (2e-4 if mode != "full" else 2e-5)
     found = [ok(f"mode {mode}, lr {lr:g}")]
     if mode == "full":
@@ -152,7 +152,8 @@ def lora_first(ctx: Context) -> Outcome:
                           f"set train.lr within {lo:g}-{hi:g} (the guide's range for {mode} on 7B-13B models), "
                           "or keep it and record why (e.g. a small model, a short run)"))
     if mode != "full":
-        r, alpha = lora["r"], lora.get("alpha") or 2 * lora["r"]
+        r = lora.get("r") or 16
+        alpha = lora.get("alpha") or 2 * r
         found[0] = ok(f"mode {mode}, lr {lr:g}, rank {r}, alpha {alpha:g}")
         if not LORA_RANK[0] <= r <= LORA_RANK[1]:
             found.append(warn(f"rank {r} outside 16-64", "set lora.r between 16 and 64 (the guide's range)"))

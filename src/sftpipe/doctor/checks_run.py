@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..errors import SftpipeError
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .checks_template import _eos, _no_run, export_folders, sha
@@ -44,7 +46,12 @@ def masks(ctx: Context) -> Outcome:
 
     if not ctx.train:
         return skip("no training data (data.train is empty or missing)")
-    cfg = SftpipeConfig.model_validate(ctx.info.config) if ctx.info else ctx.cfg
+    cfg = ctx.cfg
+    if ctx.info is not None:
+        try:
+            cfg = SftpipeConfig.model_validate(ctx.info.config)
+        except ValidationError:  # a run written by an older sftpipe: render with the config as it is now
+            pass
     try:
         renderer = build_renderer(cfg)
     except SftpipeError as e:
