@@ -336,3 +336,13 @@ def test_masks_read_a_run_whose_config_an_older_sftpipe_wrote(project):
     info.config = {**info.config, "retired_section": {"x": 1}}
     write_info(run, info)
     assert project.check("masks", run).verdict == "PASS"
+
+
+def test_masks_warn_when_truncation_cuts_the_end_of_turn(project):
+    long = " ".join(["word"] * 300)
+    for r in project.train[:3]:
+        r["messages"][2]["content"] = long
+    project.config["render"].update(max_length=64, truncation="truncate")
+    project.write()
+    f = project.check("masks")
+    assert f.verdict == "WARN" and "without its end-of-turn token (e.g. T0000" in f.evidence

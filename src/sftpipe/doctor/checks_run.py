@@ -59,17 +59,24 @@ def masks(ctx: Context) -> Outcome:
     sample = ctx.train[:MASK_SAMPLE]
     examples, _, _ = build_examples(sample, renderer, max_length=cfg.render.max_length,
                                     truncation=cfg.render.truncation, on_error="skip")
-    leaks, empty = [], []
+    leaks, empty, no_eot = [], [], []
     for ex in examples:
         trained = _trained_text(renderer.tokenizer, ex)
         label = str(ex.meta.get("id", ex.meta.get("index", "?")))
         if not trained:
             empty.append(label)
+        if ex.eot_trained < ex.trained_messages:
+            no_eot.append(label)
         for m in ex.messages:
             body = str(m.get("content") or "").strip()
             if m.get("role") != "assistant" and len(body) >= 12 and body[:60] in trained:
                 leaks.append(f"{label} ({m['role']})")
-    found = [ok(f"{len(examples)} sampled examples: no system/user/tool text trained, none empty")]
+    found = [ok(f"{len(examples)} sampled examples: no system/user/tool text trained, none empty, every trained "
+                "reply ends in its trained end-of-turn token")]
+    if no_eot:
+        found.append(warn(f"{len(no_eot)} sampled examples have a trained reply without its end-of-turn token (e.g. "
+                          f"{', '.join(no_eot[:3])}; truncation {cfg.render.truncation})",
+                          "raise render.max_length or use render.truncation drop_oldest_turns"))
     if leaks:
         found.append(fail(f"non-assistant text is trained in {len(leaks)} sampled examples (e.g. "
                           f"{', '.join(leaks[:3])})", "train only assistant turns (render.train_on); report the "

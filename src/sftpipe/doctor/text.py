@@ -35,8 +35,9 @@ def shingles(text: str, n: int = 5) -> set[str]:
 
 
 def conversation_text(conv: Conversation) -> str:
-    """Every message's content, role-tagged, as one string (the near-duplicate key)."""
-    return "\n".join(f"{m.role}: {m.content}" for m in conv.messages)
+    """Every non-system message's content, role-tagged, as one string (the near-duplicate key: a system prompt
+    shared by the whole dataset would make short conversations look alike)."""
+    return "\n".join(f"{m.role}: {m.content}" for m in conv.messages if m.role != "system")
 
 
 def prompt_text(conv: Conversation) -> str:
