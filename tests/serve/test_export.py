@@ -62,7 +62,7 @@ def test_hf_bundle_keeps_template_eos_and_card(hf_bundle, tiny_run):
 def test_dtype_vllm_bundle_and_whole_outputs(tiny_run, tmp_path):
     out = export(tiny_run, tmp_path / "vllm", format="vllm", dtype="bf16").output
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118
     readme = (out / "README.md").read_text()
     assert "vllm serve" in readme and "--chat-template" in readme and "--generation-config" in readme
     assert (out / "chat_template.jinja").read_text() == json.loads(
@@ -71,3 +71,21 @@ def test_dtype_vllm_bundle_and_whole_outputs(tiny_run, tmp_path):
     with pytest.raises(ModelError, match="exists and is not empty.*fix"):
         export(tiny_run, out, format="hf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vllm"]  # no staging folder left behind
+
+
+def test_gguf_reads_back_with_the_same_template_tokens_and_logits(tiny_run, tmp_path):
+    from gguf import GGUFReader
+
+    res = export(tiny_run, tmp_path / "gguf", format="gguf", dtype="fp16")
+    check = res.record["check"]
+    assert check["template_equal"] and check["token_ids_equal"] and check["ok"]
+    assert check["max_abs_logit_diff"] <= check["tolerance"] == 1e-4
+    reader = GGUFReader(res.output / res.record["file"])
+    fields = {k: f.contents() for k, f in reader.fields.items() if k.startswith(("tokenizer.", "general.arch"))}
+    info = read_info(tiny_run)
+    assert fields["general.architecture"] == "llama"
+    assert fields["tokenizer.chat_template"] == json.loads(
+        (tiny_run / "tokenizer_config.json").read_text())["chat_template"]
+    assert fields["tokenizer.ggml.eot_token_id"] == info.template.end_of_turn_ids[0]
+    assert fields["tokenizer.ggml.eos_token_id"] in res.record["eos_token_id"]
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"F16"}
