@@ -132,3 +132,13 @@ def test_a_configured_rubric_is_scored_and_still_imports(runs, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["empathy"] for r in rows) == [3, 5] and all(r["policy"] == r["tone"] == "" for r in rows)
     assert load_human(out) == {}  # nothing eval scores, and no error either
+
+
+def test_identical_replies_make_no_pair(rated, tmp_path):
+    con = store.connect(rated)
+    first = store.item_at(con, 0)
+    con.execute("UPDATE items SET reply1 = reply0 WHERE id = ?", (first["id"],))
+    con.close()
+    out = tmp_path / "pairs.jsonl"
+    assert review.export(rated, pairs=out).pairs == (out, 3)
+    assert first["prompt_id"] not in [json.loads(x)["prompt_id"] for x in out.read_text().splitlines()]

@@ -38,7 +38,8 @@ def winner_of(votes: list[str], *, agree: bool) -> str | None:
 
 
 def pairs(con: sqlite3.Connection, *, agree: bool = False) -> list[dict]:
-    """One pair per item with a preferred run (see `winner_of`), in TRL's explicit-prompt format."""
+    """One pair per item with a preferred run (see `winner_of`), in TRL's explicit-prompt format; items whose
+    replies are identical or empty are left out."""
     runs, session = _runs(con), meta(con, "session")
     votes: dict[int, list[str]] = defaultdict(list)
     for (_, item), r in sorted(_first_answers(answers(con)).items()):
@@ -49,6 +50,8 @@ def pairs(con: sqlite3.Connection, *, agree: bool = False) -> list[dict]:
         if win is None:
             continue
         it = con.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if it["reply0"] == it["reply1"] or not it["reply0"].strip() or not it["reply1"].strip():
+            continue  # a pair `sftpipe dpo` refuses (identical or empty replies) teaches nothing
         w, lose = int(win), 1 - int(win)
         out.append({"prompt": json.loads(it["prompt"]),
                     "chosen": [{"role": "assistant", "content": it[f"reply{w}"]}],

@@ -79,7 +79,9 @@ def serve(cfg: SftpipeConfig, session: Path, host: str = "127.0.0.1", port: int 
 
     from ..review.app import create_app
 
-    uvicorn.run(create_app(session, cfg.review), host=host, port=port, log_level="warning", workers=1)
+    app = create_app(session, cfg.review)
+    # uvicorn prints where it listens; no access log, since a reviewer's first request carries their token
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, workers=1)
 
 
 @dataclass

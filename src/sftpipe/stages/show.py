@@ -302,7 +302,7 @@ def print_review_stats(s: dict) -> None:
     rows.append(("reviewers", g["reviewers"]))
     if "kappa" in g:
         rows.append(("Cohen's kappa", f"{g['kappa']} over {g['kappa_items']} items"))
-    rows.append(("Krippendorff's alpha (nominal)", g["alpha"]))
+    rows.append(("Krippendorff's alpha (nominal)", "-" if g["alpha"] is None else g["alpha"]))
     for who, c in s["consistency"].items():
         rows.append((f"consistency {who}", f"{c['same']}/{c['n']} swapped repeats agree ({c['rate']:.2f})"))
     console.print(key_value_table("review stats", rows))
