@@ -141,7 +141,8 @@ class Context:
     def tokenizer(self):
         """The run's saved tokenizer (what serving loads), else the config's."""
         from ..models import load_tokenizer
+        from ..runs import load_tokenizer as load_run_tokenizer
 
         if self.run_dir is not None and (self.run_dir / "tokenizer_config.json").is_file():
-            return load_tokenizer(str(self.run_dir))
+            return load_run_tokenizer(self.run_dir)
         return load_tokenizer(self.cfg.model.tokenizer or self.cfg.model.name)
