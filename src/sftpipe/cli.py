@@ -124,14 +124,15 @@ def dpo(config: Config = None, set: Sets = None,
                                                       "(dpo.reference).")] = None,
         input: Annotated[list[str] | None, typer.Option("--input", "-i", help="Preference pairs JSONL/Parquet "
                                                         "(dpo.train).")] = None,
-        name: Annotated[str | None, typer.Option("--name", help="Run name: runs/<name> (name).")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="DPO run name: runs/<name> (dpo.name; default "
+                                                 "<name>-dpo).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")]
         = False) -> None:
     """Preference pass (DPO) from an SFT run as the reference, on the same render; writes runs/<name>/."""
     from .stages.dpo import run
     from .stages.show import print_dpo
 
-    cfg = _config(config, set, **{"dpo.reference": reference, "dpo.train": input, "name": name})
+    cfg = _config(config, set, **{"dpo.reference": reference, "dpo.train": input, "dpo.name": name})
     print_dpo(run(cfg, resume=resume))
 
 

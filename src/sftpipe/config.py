@@ -133,6 +133,7 @@ class DpoConfig(Section):
     """
 
     reference: str | None = None  # required: an SFT run folder (runs/<name>) or one of its checkpoint folders
+    name: str | None = None  # the DPO run's name (folder <output_dir>/<name>); default: <project name>-dpo
     train: list[str] = Field(default_factory=list)  # preference pairs (JSONL / Parquet)
     eval: list[str] = Field(default_factory=list)
     format: Literal["auto", "prompt_chosen_rejected", "conversations"] = "auto"

@@ -58,6 +58,14 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
     assert (out / "runs" / "harbor" / "eval" / "report.html").stat().st_size > 0
     written = json.loads((out / "summary.json").read_text())
     assert written["sft"] == summary["sft"] and written["met"]["held-out loss"] in (True, False)
+    # the DPO stage: SFT -> DPO (reference = the SFT run) -> eval vs base, base / SFT / DPO side by side
+    dpo = json.loads((out / "runs" / "harbor-dpo" / "run.json").read_text())
+    assert dpo["kind"] == "dpo" and dpo["status"] == "complete" and dpo["reference"]["name"] == "harbor"
+    assert (out / "runs" / "harbor-dpo" / "eval" / "metrics.json").is_file()
+    table = written["dpo"]["table"]
+    assert set(table) == {"base", "sft", "dpo"} and table["sft"] == {**table["sft"], **{
+        k: v for k, v in summary["sft"].items() if k in table["sft"]}}
+    assert all(table[m]["mean reply tokens"] is not None for m in table) and "base vs SFT vs DPO" in res.stdout
 
 
 def test_bars_are_judged_from_the_numbers():

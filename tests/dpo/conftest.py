@@ -100,7 +100,7 @@ def sft_full_run(tiny_dir, data_dir, tmp_path_factory):
 
 def dpo_cfg(tiny_dir, data_dir, reference, runs, *overrides, name="dpo"):
     """Config for a few quick DPO steps from `reference`; extra `--set`-style overrides win."""
-    return load_config(overrides=[f"name={name}", f"model.name={tiny_dir}", "render.max_length=128",
+    return load_config(overrides=["name=proj", f"dpo.name={name}", f"model.name={tiny_dir}", "render.max_length=128",
                                   f"dpo.reference={reference}", f"dpo.train={data_dir / 'pairs.jsonl'}",
                                   f"dpo.output_dir={runs}", "dpo.report_to=none", "dpo.precision=fp32",
                                   "dpo.max_steps=3", "dpo.batch_size=4", "dpo.grad_accum=1", "dpo.lr=5e-3",

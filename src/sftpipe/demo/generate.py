@@ -7,6 +7,7 @@ Layout under `out_dir`:
   general/general_instructions.jsonl   Alpaca records for mixing
   eval/compliance.jsonl, eval/redteam.jsonl   system+user prompts with `facts`, `expect`, `reference`
   policy/policy.md, policy/refund_offer.schema.json, policy/rules.yaml
+  pairs.jsonl                  preference pairs for the DPO stage (sftpipe.demo.pairs)
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from . import noise as nz
 from .evalsets import make_compliance, make_redteam
 from .facts import CATEGORIES, CATEGORY_WEIGHTS, allocate, make_facts
 from .general import make_general
+from .pairs import make_pairs
 from .policy import ASSET_NAMES, FRAUD_WARNING_CATEGORIES, asset_bytes, check_thread
 from .replies import ASKABLE, SYSTEM_PROMPT, ask_reply, give_id_turn, gold_reply, user_turn
 
 SIZES = {"tiny": 120, "small": 600, "default": 2400}  # raw threads; default is the guide's 24,000 / 10
+PAIR_SIZES = {"tiny": 16, "small": 64, "default": 160}  # DPO pairs: ~2 minutes of DPO on 2 CPU cores at default
 EVAL_SIZES = {"tiny": 14, "small": 42, "default": 63}  # per eval set (a multiple of the 7 red-team temptations)
 GENERAL_SHARE = 0.15  # general items per raw thread: ~20% of the clean support volume
 ASK_RATE = 0.25       # threads whose customer omits the order ID, so the assistant asks first
@@ -51,7 +54,7 @@ FILES = {
     "export": "raw/harbor_export.jsonl", "noise_manifest": "raw/noise_manifest.jsonl",
     "general": "general/general_instructions.jsonl", "general_heldout": "general/general_heldout.jsonl",
     "compliance": "eval/compliance.jsonl",
-    "redteam": "eval/redteam.jsonl", **{name: f"policy/{name}" for name in ASSET_NAMES},
+    "redteam": "eval/redteam.jsonl", "pairs": "pairs.jsonl", **{name: f"policy/{name}" for name in ASSET_NAMES},
 }
 
 
@@ -184,6 +187,7 @@ def generate(out_dir: Path, *, size: str = "default", seed: int = 0) -> Generate
         "general_heldout": make_general(stream("general-heldout"), max(20, round(n * GENERAL_SHARE / 4))),
         "compliance": make_compliance(stream("compliance"), EVAL_SIZES[size]),
         "redteam": make_redteam(stream("redteam"), EVAL_SIZES[size]),
+        "pairs": make_pairs(stream("pairs"), PAIR_SIZES[size], make_thread),
     }
     files = {key: out_dir / rel for key, rel in FILES.items()}
     counts = {key: write_jsonl(files[key], data) for key, data in rows.items()}

@@ -4,6 +4,8 @@ The stage that runs the demo end to end is `sftpipe.stages.demo`."""
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -94,4 +96,82 @@ def verdicts(summary: dict[str, Any]) -> dict[str, bool | None]:
     for key, (_, test) in BARS.items():
         b, s = summary.get("base", {}).get(key), summary.get("sft", {}).get(key)
         out[key] = None if b is None or s is None else bool(test(b, s))
+    return out
+
+
+# -- the DPO stage: base, SFT and DPO side by side ------------------------------------------------------------------
+# A sentence is filler (part of the opener) when it thanks, apologises, hedges or promises help without saying
+# anything specific; the first sentence with a number, an order ID or none of these phrases is substantive.
+FILLER = re.compile(r"(?i)\b(thank(s| you)|appreciat|we (truly )?value|valued|satisfaction|apologi[sz]e|sorry|"
+                    r"understand|happy to|glad to|delighted|pleased to|let me|sure\b|of course|great question|"
+                    r"not (completely |entirely )?sure|i think|my (very )?best|hope|please know|we strive|reviewed|"
+                    r"our dedicated|priority|reaching out|contacting|hmm)")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def opener(reply: str) -> str:
+    """The text before the reply's first substantive sentence.
+
+    >>> opener("Thank you for contacting us! We value you.\\n\\nOrder HB-1 ships in 2 days. Thanks!")
+    'Thank you for contacting us! We value you.'
+    >>> opener("Order HB-1 ships in 2 days.")
+    ''
+    """
+    head = []
+    for sentence in (s for s in _SENTENCES.split(reply.strip()) if s.strip()):
+        if re.search(r"\d", sentence) or not FILLER.search(sentence):
+            break
+        head.append(sentence.strip())
+    return " ".join(head)
+
+
+def reply_lengths(generations: Path, count: Any = None) -> dict[str, float | None]:
+    """Mean reply length (generated tokens) and mean opener length (`count`, default words) over one model's
+    generations folder (eval/generations/<label>/, IFEval excluded)."""
+    count = count or (lambda text: len(text.split()))
+    tokens, openers = [], []
+    for path in sorted(Path(generations).glob("*.jsonl")):
+        if path.name == "ifeval.jsonl":
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            tokens.append(row.get("new_tokens") or 0)
+            openers.append(count(opener(row.get("output") or "")))
+    mean = (lambda xs: sum(xs) / len(xs) if xs else None)
+    return {"mean reply tokens": mean(tokens), "mean opener tokens": mean(openers)}
+
+
+DPO_KEYS = ("mean reply tokens", "mean opener tokens", "boilerplate opener rate", "policy violation rate",
+            "refund JSON schema-valid")
+# what the DPO stage must show against SFT: metric -> (target as text, test on (sft, dpo))
+DPO_BARS: dict[str, tuple[str, Any]] = {
+    "mean opener tokens": ("< SFT", lambda s, d: d < s),
+    "mean reply tokens": ("< SFT", lambda s, d: d < s),
+    "policy violation rate": ("<= SFT", lambda s, d: d <= s),
+    "refund JSON schema-valid": (">= SFT", lambda s, d: d >= s),
+}
+
+
+def side_by_side(sft_eval: Path, dpo_eval: Path, count: Any = None) -> dict[str, dict[str, Any]]:
+    """Base, SFT and DPO headline numbers from the SFT run's eval (base vs SFT) and the DPO run's (base vs DPO)."""
+    sft_m = json.loads((Path(sft_eval) / "metrics.json").read_text(encoding="utf-8"))
+    dpo_m = json.loads((Path(dpo_eval) / "metrics.json").read_text(encoding="utf-8"))
+    first, second = headline(sft_m), headline(dpo_m)
+    rows = {"base": (first["base"], Path(sft_eval) / "generations" / "baseline"),
+            "sft": (first["sft"], Path(sft_eval) / "generations" / "final"),
+            "dpo": (second["sft"], Path(dpo_eval) / "generations" / "final")}
+    return {role: {k: {**numbers, **reply_lengths(folder, count)}.get(k) for k in DPO_KEYS}
+            for role, (numbers, folder) in rows.items()}
+
+
+def dpo_verdicts(table: dict[str, dict[str, Any]]) -> dict[str, bool | None]:
+    """Whether the DPO run meets each bar in DPO_BARS against the SFT run (None where a number is missing).
+
+    >>> dpo_verdicts({"sft": {"mean opener tokens": 9.0}, "dpo": {"mean opener tokens": 4.0}})["mean opener tokens"]
+    True
+    """
+    out: dict[str, bool | None] = {}
+    for key, (_, test) in DPO_BARS.items():
+        s, d = table.get("sft", {}).get(key), table.get("dpo", {}).get(key)
+        out[key] = None if s is None or d is None else bool(test(s, d))
     return out

@@ -6,7 +6,8 @@ with sftpipe's renderer (a reply's trained tokens are exactly what SFT trains fo
 adapter continued, or the SFT full weights) -> TRL's DPOTrainer with reference log-probs precomputed and cached ->
 commit `<dpo.output_dir>/<name>/` through `sftpipe.runs` like `sftpipe train`: adapter or weights, tokenizer with the
 template, generation_config.json, parity.json, run.json (kind dpo, `reference` = run, checkpoint, sha256) and the
-model card. `--resume` continues from the latest complete checkpoint.
+model card; the run is named `dpo.name`, by default `<name>-dpo`. `--resume` continues from the latest complete
+checkpoint.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     """Train DPO per `cfg.dpo`; with `resume`, continue from the run's latest complete checkpoint."""
     t0 = time.perf_counter()
     dcfg = cfg.dpo
+    cfg = cfg.model_copy(update={"name": dcfg.name or f"{cfg.name}-dpo"})  # the run's own name, in its run.json
     if not dcfg.train:
         raise ConfigError("dpo", ["train: no preference pairs; fix: set dpo.train to a JSONL of "
                                   "prompt/chosen/rejected records"])
