@@ -38,11 +38,14 @@ def _trained_text(tok, ex) -> str:
 def masks(ctx: Context) -> Outcome:
     """Pitfall: "Training on user tokens — Including loss on user prompts teaches the model to imitate customers."
 
-    Re-renders a sample with the run's settings: no system/user/tool text is trained and no example trains nothing;
+    Re-renders a sample with the run's tokenizer, template and settings: no system/user/tool text is trained and
+    no example trains nothing;
     from run.json's mask report: trained share and truncation rate within bounds, every reply's end-of-turn
     trained."""
     from ..config import SftpipeConfig
     from ..dataset import build_examples, build_renderer
+    from ..render import ChatRenderer
+    from ..templates import load_template
 
     if not ctx.train:
         return skip("no training data (data.train is empty or missing)")
@@ -52,8 +55,9 @@ def masks(ctx: Context) -> Outcome:
             cfg = SftpipeConfig.model_validate(ctx.info.config)
         except ValidationError:  # a run written by an older sftpipe: render with the config as it is now
             pass
-    try:
-        renderer = build_renderer(cfg)
+    try:  # a run renders with its own saved tokenizer and template (what it trained and serves)
+        renderer = (ChatRenderer(ctx.tokenizer, load_template("model", ctx.tokenizer), train_on=cfg.render.train_on,
+                                 reasoning=cfg.render.reasoning) if ctx.info is not None else build_renderer(cfg))
     except SftpipeError as e:
         return skip(f"cannot render without the model's tokenizer ({e})")
     sample = ctx.train[:MASK_SAMPLE]
