@@ -243,7 +243,17 @@ def test_dpo_planned_warn_with_preference_data_and_no_dpo_run(project):
     project.config["dpo"] = {"train": ["data/pairs.jsonl"]}
     project.write()
     f = project.check("dpo-planned", project.run())
-    assert f.verdict == "WARN" and "pairs.jsonl" in f.evidence and "reference" in f.fix
+    assert f.verdict == "WARN" and "pairs.jsonl" in f.evidence and "dpo.reference is not set" in f.evidence
+    assert "runs/t as reference" in f.fix
+
+
+def test_dpo_planned_warn_names_a_planned_reference_that_is_not_this_run(project):
+    (project.root / "data" / "pairs.jsonl").write_text(json.dumps({"prompt": "hi", "chosen": "a", "rejected": "b"})
+                                                       + "\n")
+    project.config["dpo"] = {"train": ["data/pairs.jsonl"], "reference": "runs/other"}
+    project.write()
+    f = project.check("dpo-planned", project.run())
+    assert f.verdict == "WARN" and "dpo.reference is runs/other, not the SFT run" in f.evidence
 
 
 def _dpo_run(project, sft, reference):

@@ -241,8 +241,14 @@ def dpo_planned(ctx: Context) -> Outcome:
     if not dpo_runs:
         if not prefs:
             return skip("no preference data (no dpo.train / dpo.eval file) and no DPO run")
-        return warn(f"preference data {', '.join(map(str, prefs))} exists but no DPO run",
-                    "run DPO from the SFT checkpoint as reference (`sftpipe dpo`)")
+        planned = ctx.section("dpo").get("reference")
+        sft = ctx.run_dir if ctx.info is not None and ctx.info.kind == "sft" else None
+        aim = f"; dpo.reference is {planned}" if planned else "; dpo.reference is not set"
+        if planned and sft is not None and Path(planned).resolve() not in (sft.resolve(), *(
+                p.resolve() for p in (sft / "checkpoints").glob("checkpoint-*"))):
+            aim += f", not the SFT run {sft}"
+        return warn(f"preference data {', '.join(map(str, prefs))} exists but no DPO run{aim}",
+                    f"run DPO with the SFT run {sft or 'runs/<name>'} as reference (dpo.reference, `sftpipe dpo`)")
     sft = ctx.run_dir if ctx.info is not None and ctx.info.kind == "sft" else None
     found = []
     for path, info in dpo_runs:
