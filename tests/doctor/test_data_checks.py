@@ -161,3 +161,10 @@ def test_curation_ran_fail_when_nothing_was_kept(project):
     project.save_report()
     f = project.check("curation-ran")
     assert f.verdict == "FAIL" and "kept no training record" in f.evidence and "filters/error 50" in f.evidence
+
+
+def test_data_hash_fail_when_held_out_set_changed_after_curate(project):
+    project.eval[0]["messages"][2]["content"] = "a better reference, written after the split"
+    project.write(report=False)
+    f = project.check("data-hash")
+    assert f.verdict == "FAIL" and "held-out set changed since curate" in f.evidence

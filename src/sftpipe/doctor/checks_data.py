@@ -72,7 +72,7 @@ def data_hash(ctx: Context) -> Outcome:
     """Checklist: "Log checkpoints with data hash, hyperparameters, and eval rubric scores."
 
     The training file's content hash equals the curate report's hash of train.jsonl and the run's data.train_hash:
-    the run trained on the curated data, unchanged."""
+    the run trained on the curated data, unchanged; the held-out eval.jsonl is the curated one too."""
     path, report = ctx.curated
     if report is None:
         return skip(NO_REPORT)
@@ -94,6 +94,13 @@ def data_hash(ctx: Context) -> Outcome:
                               f"({now[:12]})", "re-train on the current data, or restore the data the run used"))
         else:
             found[0] = ok(found[0].evidence + f" = {ctx.run_dir}/run.json data.train_hash")
+    held = [p for p in ctx.cfg.data.eval if Path(p).is_file()]
+    held_now = content_hash(held) if held else None
+    held_curated = (report.get("hashes") or {}).get("eval.jsonl")
+    if held_now and held_curated and len(held) == 1 and Path(held[0]).name == "eval.jsonl" \
+            and held_now != held_curated:
+        found.append(fail(f"{held[0]} sha256 {held_now[:12]} != {path} eval.jsonl {held_curated[:12]}: the held-out "
+                          "set changed since curate", "restore the curated eval.jsonl or re-run `sftpipe curate`"))
     return worst(*found)
 
 
