@@ -356,3 +356,10 @@ def test_masks_warn_when_truncation_cuts_the_end_of_turn(project):
     project.write()
     f = project.check("masks")
     assert f.verdict == "WARN" and "without its end-of-turn token (e.g. T0000" in f.evidence
+
+
+def test_overfitting_skip_before_training_with_max_steps(project):
+    project.config["train"]["max_steps"] = 100
+    project.write()
+    f = project.check("overfitting")
+    assert f.verdict == "SKIP" and "max_steps" in f.evidence

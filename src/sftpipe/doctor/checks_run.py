@@ -128,6 +128,8 @@ def overfitting(ctx: Context) -> Outcome:
     n = (ctx.info.mask_report.get("examples") if ctx.info else None) or len(ctx.train)
     if not n and ctx.info is None:
         return skip("no training data and no run (data.train is empty or missing)")
+    if epochs is None:
+        return skip("train.max_steps is set: the epochs are known once the run logs them")
     found = [ok(f"{epochs:.2g} epochs ({source}) over {n:,} examples" if epochs is not None else source)]
     if epochs is not None and (epochs > MAX_EPOCHS or (n < SMALL_DATA and epochs > SMALL_DATA_EPOCHS)):
         found.append(warn(f"{epochs:.2g} epochs over {n:,} examples", "1-3 passes (fewer on small specialized "
