@@ -7,7 +7,11 @@ and the reference adapter copy for a pretrained adapter. What changes:
   `sftpipe.dpo.encode`), where TRL would re-render them with `apply_chat_template`;
 - `_precompute_ref_logps` keeps the reference log-probs in a safetensors file keyed by the tokenized data and the
   reference weights' sha256, so a re-run or a --resume does not recompute them;
-- the training sampler groups pairs of similar length into micro-batches (seeded, the same after a resume).
+- the training sampler groups pairs of similar length into micro-batches (seeded, the same after a resume);
+- for a LoRA policy and the sigmoid / ipo / hinge losses, log-probs come from `sftpipe.dpo.logps` (completion
+  positions only, the frozen output layer in chunks) instead of TRL's fused head, whose CPU fallback makes several
+  whole passes per vocabulary chunk for statistics it only logs; the loss and the reward metrics are TRL's
+  formulas (checked equal to TRL's `_compute_loss` in the tests); entropy / logits / token-accuracy logs are left out.
 """
 
 from __future__ import annotations
@@ -18,12 +22,19 @@ import random
 from pathlib import Path
 from typing import Any
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Sampler
 from trl import DPOConfig, DPOTrainer
+from trl.trainer.utils import use_adapter
+
+from .logps import lean_head, sequence_logps
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 LORA_LR, FULL_LR = 1e-5, 1e-6  # see sftpipe.config.DpoConfig
+LEAN_LOSSES = ("sigmoid", "ipo", "hinge")
 
 
 def learning_rate(dcfg, adapter: bool) -> float:
@@ -96,10 +107,69 @@ class GroupedSampler(Sampler):
 class PreferenceTrainer(DPOTrainer):
     """DPOTrainer on pre-tokenized pairs, with a reference log-prob cache and length-grouped batches."""
 
-    def __init__(self, *args, ref_cache: dict[str, Path] | None = None, group_by_length: bool = True, **kwargs):
+    def __init__(self, *args, ref_cache: dict[str, Path] | None = None, group_by_length: bool = True,
+                 lean: bool = True, **kwargs):
         self._ref_cache = ref_cache or {}
         self._group = group_by_length
+        model = kwargs.get("model", args[0] if args else None)
+        self._lean = lean_head(model) if lean and not isinstance(model, str) else None
         super().__init__(*args, **kwargs)
+        if self._lean is not None and (len(self.loss_types) != 1 or self.loss_types[0] not in LEAN_LOSSES
+                                       or self.label_smoothing or self.ld_alpha is not None or self.use_weighting
+                                       or self.f_divergence_type != "reverse_kl" or self.aux_loss_enabled):
+            self._lean = None
+
+    # -- lean log-probs (LoRA): completion positions only, chunked output layer ---------------------------------
+    def _ref_context(self):
+        if self.ref_model is None:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        return contextlib.nullcontext()
+
+    def _logps(self, model, inputs) -> torch.Tensor:
+        backbone, head = self._lean if model is not self.ref_model else lean_head(model)
+        return sequence_logps(backbone, head, inputs["input_ids"], inputs["attention_mask"],
+                              inputs["completion_mask"])
+
+    def compute_ref_log_probs(self, model, inputs):
+        if self._lean is None:
+            return super().compute_ref_log_probs(model, inputs)
+        with torch.no_grad(), self._ref_context(), self.accelerator.autocast():
+            return self._logps(self.ref_model or self.model, inputs).chunk(2, dim=0)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        if self._lean is None or return_outputs:
+            return super()._compute_loss(model, inputs, return_outputs)
+        mode = "train" if self.model.training else "eval"
+        chosen_logps, rejected_logps = self._logps(model, inputs).chunk(2, dim=0)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or model, inputs)
+        chosen_ratio, rejected_ratio = chosen_logps - ref_chosen, rejected_logps - ref_rejected
+        delta, loss_type = chosen_ratio - rejected_ratio, self.loss_types[0]
+        if loss_type == "sigmoid":
+            per_pair = -F.logsigmoid(self.beta * delta)
+        elif loss_type == "hinge":
+            per_pair = torch.relu(1 - self.beta * delta)
+        else:  # ipo, length-normalised as TRL does
+            c_mask, r_mask = inputs["completion_mask"].chunk(2, dim=0)
+            ipo = chosen_ratio / c_mask.sum(1).clamp(min=1) - rejected_ratio / r_mask.sum(1).clamp(min=1)
+            per_pair = (ipo - 1 / (2 * self.beta)) ** 2
+        loss = per_pair.mean() * self.loss_weights[0]
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        chosen_r, rejected_r = self.beta * chosen_ratio.detach(), self.beta * rejected_ratio.detach()
+        gather = self.accelerator.gather
+        for key, value in (("rewards/chosen", gather(chosen_r).mean()), ("rewards/rejected", gather(rejected_r).mean()),
+                           ("rewards/accuracies", gather((chosen_r > rejected_r).float()).mean()),
+                           ("rewards/margins", gather(chosen_r - rejected_r).mean()),
+                           ("logps/chosen", gather(chosen_logps.detach()).mean()),
+                           ("logps/rejected", gather(rejected_logps.detach()).mean())):
+            self._metrics[mode][key].append(value.item())
+        return loss
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
