@@ -363,3 +363,43 @@ def test_overfitting_skip_before_training_with_max_steps(project):
     project.write()
     f = project.check("overfitting")
     assert f.verdict == "SKIP" and "max_steps" in f.evidence
+
+
+def test_serving_finds_an_export_bundle_by_its_export_json(project):
+    run = project.run()
+    out = project.root / "exports" / "hf"
+    out.mkdir(parents=True)
+    for name in ("tokenizer_config.json", "tokenizer.json", "generation_config.json"):
+        shutil.copy(run / name, out / name)
+    write_json(out / "export.json", {"format": "hf", "run_dir": str(run), "run": "t"})
+    f = project.check("serving", run)
+    assert f.verdict == "PASS" and "exports/hf: same template" in f.evidence
+
+
+def _gguf_bundle(project, run, template: str, eos: list[int]):
+    import gguf
+
+    out = project.root / "exports" / "gguf"
+    out.mkdir(parents=True)
+    w = gguf.GGUFWriter(str(out / "t.gguf"), "llama")
+    w.add_chat_template(template)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    write_json(out / "export.json", {"format": "gguf", "file": "t.gguf", "run_dir": str(run), "eos_token_id": eos})
+
+
+def test_serving_pass_for_a_gguf_bundle_with_the_run_template(project, tok):
+    run = project.run()
+    info = RunInfo.model_validate(json.loads((run / "run.json").read_text()))
+    _gguf_bundle(project, run, info.template.source, info.template.end_of_turn_ids)
+    f = project.check("serving", run)
+    assert f.verdict == "PASS" and "exports/gguf: same template" in f.evidence
+
+
+def test_serving_fail_for_a_gguf_bundle_with_another_template(project):
+    run = project.run()
+    _gguf_bundle(project, run, "{{ messages[0]['content'] }}", [2])
+    f = project.check("serving", run)
+    assert f.verdict == "FAIL" and "exports/gguf: template sha256" in f.evidence

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from ..errors import SftpipeError
 from .base import Outcome, check, fail, ok, skip, warn, worst
-from .checks_template import _eos, _no_run, export_folders, sha
-from .context import Context, read_json
+from .checks_template import _no_run, bundle_template, export_folders
+from .context import Context
 
 SHARE_BOUNDS = (0.05, 0.95)  # trained share of tokens
 TRUNCATION_RATE = 0.05
@@ -300,14 +300,14 @@ def serving(ctx: Context) -> Outcome:
                                                                     if info.template else [])
     found = []
     for folder in folders:
-        t = sha((read_json(folder / "tokenizer_config.json") or {}).get("chat_template"))
-        missing = eot - _eos(read_json(folder / "generation_config.json"))
+        t, eos = bundle_template(folder)
+        missing = eot - eos
         if t != ref:
             found.append(fail(f"{folder}: template sha256 {str(t)[:12]} != the run's {str(ref)[:12]}",
-                              "export with the run's tokenizer (its tokenizer_config.json)"))
+                              "re-export with `sftpipe export` (the run's tokenizer and template)"))
         if missing:
             found.append(fail(f"{folder}: generation_config eos lacks end-of-turn {sorted(missing)}",
-                              "copy the run's generation_config.json into the export"))
+                              "re-export with `sftpipe export` (eos covers every end-of-turn id)"))
         if t == ref and not missing:
             found.append(ok(f"{folder}: same template, stops on {sorted(eot)}"))
     stops = serve.get("stop") or serve.get("stop_tokens")
