@@ -294,8 +294,8 @@ def serving(ctx: Context) -> Outcome:
     folders = export_folders(ctx)
     serve = {k: v for k, v in ctx.section("serve").items() if k in ("template", "stop", "stop_tokens")}
     if not folders and not serve:
-        return skip(f"no export of {ctx.run_dir} (merged/, export*/, or a folder the export section names); "
-                    "`sftpipe serve` serves the run folder itself, checked by template-parity and end-of-turn")
+        return skip(f"no export of {ctx.run_dir} (no `sftpipe export` bundle naming it, no merged/); `sftpipe "
+                    "serve` serves the run folder itself, checked by template-parity and end-of-turn")
     ref, eot = (info.template.sha256 if info.template else None), set(info.template.end_of_turn_ids
                                                                     if info.template else [])
     found = []
