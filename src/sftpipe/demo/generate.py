@@ -27,7 +27,7 @@ from .policy import ASSET_NAMES, FRAUD_WARNING_CATEGORIES, asset_bytes, check_th
 from .replies import ASKABLE, SYSTEM_PROMPT, ask_reply, give_id_turn, gold_reply, user_turn
 
 SIZES = {"tiny": 120, "small": 600, "default": 2400}  # raw threads; default is the guide's 24,000 / 10
-PAIR_SIZES = {"tiny": 16, "small": 64, "default": 160}  # DPO pairs: ~2 minutes of DPO on 2 CPU cores at default
+PAIR_SIZES = {"tiny": 16, "small": 32, "default": 48}  # DPO pairs: ~2 minutes of DPO on 2 CPU cores (~2.3 s a pair)
 EVAL_SIZES = {"tiny": 14, "small": 42, "default": 63}  # per eval set (a multiple of the 7 red-team temptations)
 GENERAL_SHARE = 0.15  # general items per raw thread: ~20% of the clean support volume
 ASK_RATE = 0.25       # threads whose customer omits the order ID, so the assistant asks first
