@@ -46,7 +46,7 @@ def test_doctests():
 
 def test_continuous_batching_equals_each_prompt_alone(model, renderer):
     # different lengths and budgets: rows finish at different steps and waiting prompts join a running batch
-    reqs = [Request(renderer.encode_prompt(p), max_new_tokens=3 + 4 * k) for k, p in enumerate(PROMPTS * 2)]
+    reqs = [Request(renderer.encode_prompt(p), max_new_tokens=2 + 3 * k) for k, p in enumerate(PROMPTS * 2)]
     engine = Engine(model, renderer.tokenizer, stop_token_ids(renderer), max_batch=3)
     admitted = []
     real_admit = engine.admit

@@ -23,6 +23,15 @@ from sftpipe.models import load_tokenizer, tiny_model
 API_KEY = "test-key-123"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded in-process models: a second OpenMP thread only adds wake-ups on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _conversation(rng: random.Random, i: int) -> dict:
     a, b = rng.randint(1, 60), rng.randint(1, 60)
     return {"id": i, "messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
