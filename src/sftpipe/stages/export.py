@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError
-from ..export import atomic_folder, merged_model, write_hf, write_vllm
+from ..export import atomic_folder, merged_model, torch_dtype, write_hf, write_vllm
 from ..io import write_json
 from ..runs import split_ref
 
@@ -34,6 +34,7 @@ def run(ref: str | Path, out: str | Path, *, format: Literal["hf", "vllm", "gguf
     """Export the run `ref` (runs/<name> or one of its checkpoint folders) as `format` into `out`."""
     if format not in FORMATS:
         raise ConfigError("--format", [f"{format!r} is not a format; allowed: {', '.join(FORMATS)}"])
+    torch_dtype(dtype)  # an unknown dtype fails before the model loads
     found = split_ref(ref)
     if found is None:
         raise ConfigError("RUN", [f"{ref} is neither a run folder (with run.json) nor one of its checkpoints; fix: "
