@@ -128,7 +128,10 @@ def read_back(folder: Path, filename: str, model, tokenizer, dtype: str) -> dict
     g_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32).eval()
     from .merged import torch_dtype
 
-    model = model.to(torch_dtype(dtype)).float().eval()  # the weights the file holds, computed in fp32
+    with torch.no_grad():  # the weights the file holds (matrices in the dtype, 1-D norms in fp32), computed in fp32
+        for p in model.parameters():
+            p.data = p.data.to(torch_dtype(dtype)).float() if p.ndim >= 2 else p.data.float()
+    model = model.eval()
     template_equal = g_tok.chat_template == tokenizer.chat_template
     ids_equal, worst = True, 0.0
     for msgs in CHECK_CONVERSATIONS:
