@@ -54,6 +54,13 @@ def test_replies_equal_evals_and_usage_counts_tokens(live, client, tiny_run):
         assert got.usage.completion_tokens == want.new_tokens
         assert got.usage.total_tokens == want.prompt_tokens + want.new_tokens
     assert [m.id for m in client.models.list().data] == [MODEL]
+    sampled, _ = generate(em.model, em.renderer, PROMPTS, max_new_tokens=10, batch_size=3, do_sample=True,
+                          temperature=0.8, top_p=0.9, seed=7)
+    for prompt, want in zip(PROMPTS, sampled):  # seeded sampling: the same reply too
+        got = client.chat.completions.create(model=MODEL, messages=prompt, max_tokens=10, temperature=0.8,
+                                             top_p=0.9, seed=7)
+        assert got.choices[0].message.content == want.text
+    assert [g.text for g in sampled] != [g.text for g in evals]
 
 
 def test_streaming_equals_the_whole_reply(client):
