@@ -3,14 +3,13 @@ saved with the run's tokenizer into a folder that appears whole (written beside,
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..commit import staged_folder
 from ..errors import ConfigError, ModelError
+from ..io import _UMASK
 from ..parity import save_tokenizer
 from ..runs import load_run
 
@@ -43,21 +42,10 @@ def atomic_folder(output: Path, *, overwrite: bool) -> Iterator[Path]:
     """A temporary folder beside `output`, renamed to `output` when the block succeeds (removed if it fails)."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise ModelError(f"{output} exists and is not empty; fix: pass --overwrite or another output folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with staged_folder(output) as tmp:  # mode per the user's umask (mkdtemp alone gives 0700)
         yield tmp
-        if output.exists():
-            old = output.with_name(f".{output.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for path in tmp.rglob("*"):  # safetensors writes through a private temp file (0600)
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~_UMASK)
 
 
 def save_model(model, tokenizer, folder: Path, dtype=None) -> int:
