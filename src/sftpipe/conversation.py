@@ -92,8 +92,8 @@ def validate_messages(messages: list[Message]) -> None:
     """Raise `RecordError` (with the message index and field) unless `messages` is a trainable conversation.
 
     Checks: known role, non-empty string content (an assistant message with tool calls may be empty),
-    reasoning only on assistant messages and only as a string, a system message only first, and at least one
-    assistant message.
+    reasoning only on assistant messages and only as a string, a system message only first, no assistant
+    message before the first user message, and at least one assistant message.
     """
     if not messages:
         raise RecordError("no_messages", "conversation has no messages", field="messages",
@@ -121,6 +121,11 @@ def validate_messages(messages: list[Message]) -> None:
         if m.train is not None and m.role != "assistant":
             raise RecordError("train_on_non_assistant", f"'train' is set on a {m.role} message", index=i,
                               field="train", fix="only assistant messages can be trained; remove the key")
+    first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
+    if first is not None and messages[first].role == "assistant":
+        raise RecordError("assistant_first", "the conversation starts with an assistant message (after any system "
+                          "message); templates expect a user turn first", index=first, field="role",
+                          fix="add the user message the reply answers, or drop the record")
     if not any(m.role == "assistant" for m in messages):
         raise RecordError("no_assistant", "conversation has no assistant message", field="messages",
                           fix="add the assistant reply, or drop the record")

@@ -254,6 +254,25 @@ def parse_record(obj: dict, *, format: str = "auto", column_map: dict[str, str] 
     return _parse(obj, format, _check_options(format, column_map))
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json object hook: a dict, or _DuplicateKey when a key repeats.
+
+    >>> _unique_keys([("a", 1), ("b", 2)])
+    {'a': 1, 'b': 2}
+    """
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
     """(line, parsed object or raw text, error) per non-blank line; lines are split on b"\\n" and decoded strictly."""
     offset = 0
@@ -273,7 +292,15 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
             if not text.strip():
                 continue
             try:
-                yield n, json.loads(text), None
+                yield n, json.loads(text, object_pairs_hook=_unique_keys), None
+            except _DuplicateKey as e:
+                yield n, text, RecordError(
+                    "duplicate_key", f"key {e.key!r} appears twice in one JSON object", field=e.key,
+                    fix="keep one value per key (a JSON reader would silently keep the last)")
+            except RecursionError:
+                yield n, text[:200], RecordError(
+                    "too_deep", "JSON nested too deeply to read", fix="flatten the record; messages need a "
+                    "few levels of nesting, not thousands")
             except json.JSONDecodeError as e:
                 yield n, text, RecordError(
                     "parse", f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno} (char {e.pos})",
@@ -289,7 +316,8 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise ValueError(f"{path}: cannot read as Parquet: {e}") from e
+        raise ValueError(f"{path}: cannot read as Parquet: {e}; fix: re-export the file (it may be truncated) or "
+                         "convert it to JSON Lines") from e
     n = 0
     for batch in pf.iter_batches(batch_size=1024):
         for row in batch.to_pylist():

@@ -183,9 +183,31 @@ class ChatRenderer:
             return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                          **self._variables)
         except Exception as exc:  # jinja's TemplateError from raise_exception(), or a template bug
-            raise RecordError("template_rejected", f"template {self.template.name!r} rejects this conversation: "
-                              f"{exc}", field="role", fix="fix the role order (e.g. alternate user/assistant) "
-                              "or choose a template that accepts it") from None
+            raise self._template_failure(exc) from None
+
+    def _template_failure(self, exc: Exception) -> Exception:
+        """The error for a failed render, naming the template and its line: unsafe access (sandbox), an undefined
+        variable, another template bug, or the template's own raise_exception() (a conversation it rejects)."""
+        from jinja2.exceptions import SecurityError, UndefinedError
+
+        line, tb = None, exc.__traceback__
+        while tb is not None:  # jinja maps template frames to the template's own line numbers
+            if tb.tb_frame.f_code.co_filename == "<template>":
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        where = f"template {self.template.name!r}" + (f" line {line}" if line else "")
+        if isinstance(exc, SecurityError):
+            return TemplateError(f"{where}: unsafe access blocked by the sandbox: {exc}; fix: remove it from the "
+                                 "template (templates may read messages, tools and the special tokens only)")
+        if isinstance(exc, UndefinedError):
+            return RecordError("template_undefined", f"{where}: undefined variable: {exc}", field=None,
+                               fix="define it in the template or guard it with `is defined`")
+        if type(exc).__name__ != "TemplateError":  # raise_exception() raises jinja's TemplateError itself
+            return RecordError("template_error", f"{where} fails: {type(exc).__name__}: {exc}", field=None,
+                               fix="fix the template at that line or choose another template")
+        return RecordError("template_rejected", f"{where} rejects this conversation: {exc}", field="role",
+                           fix="fix the role order (e.g. alternate user/assistant) or choose a template that "
+                               "accepts it")
 
     def _probe(self, messages: list[dict]) -> str:
         try:
