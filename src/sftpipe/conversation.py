@@ -93,7 +93,8 @@ def validate_messages(messages: list[Message]) -> None:
 
     Checks: known role, non-empty string content (an assistant message with tool calls may be empty),
     reasoning only on assistant messages and only as a string, a system message only first, no assistant
-    message before the first user message, and at least one assistant message.
+    message before the first user message, a tool message only after an assistant or tool message, and at
+    least one assistant message.
     """
     if not messages:
         raise RecordError("no_messages", "conversation has no messages", field="messages",
@@ -118,6 +119,10 @@ def validate_messages(messages: list[Message]) -> None:
         if m.reasoning_content is not None and not isinstance(m.reasoning_content, str):
             raise RecordError("bad_reasoning", f"reasoning_content is {type(m.reasoning_content).__name__}, not a "
                               "string", index=i, field="reasoning_content", fix="give the reasoning as a string")
+        if m.role == "tool" and (i == 0 or messages[i - 1].role not in ("assistant", "tool")):
+            raise RecordError("tool_without_call", "a tool message must answer an assistant's tool call (follow an "
+                              "assistant or tool message)", index=i, field="role",
+                              fix="add the assistant message with the tool call before it, or drop the record")
         if m.train is not None and m.role != "assistant":
             raise RecordError("train_on_non_assistant", f"'train' is set on a {m.role} message", index=i,
                               field="train", fix="only assistant messages can be trained; remove the key")

@@ -68,6 +68,9 @@ JSONL = {
                                                     {"from": "bot", "value": "yo"}]}, "unknown ShareGPT speaker"),
     "alpaca_output_not_text": ({"instruction": "Say hi", "output": {"text": "hi"}}, "content is dict"),
     "prompt_completion_empty": ({"prompt": "Say hi", "completion": ""}, "content is empty"),
+    "tool_without_call": (msgs(U, {"role": "tool", "content": "42", "tool_call_id": "c1"}, A),
+                          "must answer an assistant's tool call"),
+    "tool_first": (msgs({"role": "tool", "content": "42"}, U, A), "message 0, field 'role'"),
     "name_not_string": (msgs(U, {**A, "name": 7}), "'name' is int"),
 }
 WHOLE = {
