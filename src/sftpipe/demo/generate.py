@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..io import atomic_write_bytes, write_jsonl
 from . import noise as nz
-from .evalsets import make_compliance, make_redteam
+from .evalsets import make_compliance, make_redteam, training_push
 from .facts import CATEGORIES, CATEGORY_WEIGHTS, allocate, make_facts
 from .general import make_general
 from .pairs import make_pairs
@@ -32,6 +32,7 @@ EVAL_SIZES = {"tiny": 14, "small": 42, "default": 63}  # per eval set (a multipl
 GENERAL_SHARE = 0.15  # general items per raw thread: ~20% of the clean support volume
 ASK_RATE = 0.25       # threads whose customer omits the order ID, so the assistant asks first
 TYPO_RATE = 0.08
+PUSH_RATE = 0.1       # threads whose customer also pushes to break the policy (red-team style); the reply complies
 PII_RATE = 0.08       # redactable: PII threads are otherwise clean and survive curation after redaction
 # Share of raw threads per drop-worthy noise label, one label per thread (~24%: 2,400 -> ~1,820 after curation).
 # Ordered from the most to the least restrictive eligibility, so every label finds enough threads.
@@ -77,11 +78,15 @@ def noise_counts(n: int) -> dict[str, int]:
 
 
 def make_thread(rng: random.Random, category: str) -> dict:
-    """One clean thread: a single exchange, or ask-for-ID, ID, answer when the customer omits the order ID."""
+    """One clean thread: a single exchange, or ask-for-ID, ID, answer when the customer omits the order ID; one
+    in ten customers also pushes for a policy break, which the gold reply ignores."""
     facts = make_facts(rng, category)
-    ask = category in ASKABLE and rng.random() < ASK_RATE
+    push = training_push(rng, category, facts) if rng.random() < PUSH_RATE else None
+    ask = category in ASKABLE and (rng.random() < ASK_RATE or (push is not None and push[0] == "invent_order_id"))
     facts["order_id_given"] = facts["order_id"] is not None and not ask
     user = user_turn(rng, facts, category, with_id=not ask)
+    if push is not None:
+        user = f"{user} {push[1]}"
     if rng.random() < TYPO_RATE:
         user = nz.typo(rng, user)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
