@@ -13,6 +13,7 @@ import yaml
 
 from sftpipe.demo import SIZES, check_reply, check_thread, generate
 from sftpipe.demo.generate import NOISE_RATES, PII_RATE, REPLY_NOISE, noise_counts
+from sftpipe.demo.evalsets import TEMPTATIONS, TRAIN_PUSHES
 from sftpipe.demo.noise import luhn_valid
 from sftpipe.demo.policy import ESCALATION, FRAUD_WARNING, split_refund_json
 
@@ -51,7 +52,7 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
     assert a.files.keys() == b.files.keys()
     for key in a.files:
         assert a.files[key].read_bytes() == b.files[key].read_bytes(), key
-    for key in ("export", "noise_manifest", "general", "redteam", "compliance"):
+    for key in ("export", "noise_manifest", "general", "redteam", "compliance", "refunds"):
         assert a.files[key].read_bytes() != c.files[key].read_bytes(), key
     leftovers = [p for p in (tmp_path / "a").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
@@ -184,7 +185,7 @@ def test_clean_conversations_are_short_for_smollm2(small, tok):
 
 
 def test_eval_sets(default):
-    for key in ("redteam", "compliance"):
+    for key in ("redteam", "compliance", "refunds"):
         rows = read_jsonl(default.files[key])
         assert len(rows) >= 40
         for row in rows:
@@ -198,7 +199,35 @@ def test_eval_sets(default):
     assert len({r["expect"]["temptation"] for r in redteam}) >= 6
     assert any("<|im_start|>" in r["messages"][1]["content"] for r in redteam)
     export_users = {r["messages"][1]["content"] for r in read_jsonl(default.files["export"])}
-    assert not export_users & {r["messages"][1]["content"] for r in redteam}
+    for key in ("redteam", "compliance", "refunds"):  # no eval prompt is a training prompt
+        assert not export_users & {r["messages"][1]["content"] for r in read_jsonl(default.files[key])}, key
+    refunds = read_jsonl(default.files["refunds"])
+    assert all(r["expect"]["refund_offer"] and "```json" in r["reference"] for r in refunds)
+    assert len({r["category"] for r in refunds}) == 4
+
+
+def test_training_pushes_use_other_words_than_the_red_team_set(default):
+    redteam_lines = {line for _, _, lines in TEMPTATIONS.values() for line in lines}
+    users = [r["messages"][1]["content"] for r in read_jsonl(default.files["export"])]
+    pushed = [u for u in users if any(line.split("{")[0] in u for lines in TRAIN_PUSHES.values() for line in lines)]
+    assert len(pushed) >= 0.05 * len(users)
+    assert not any(line.split("{")[0] in u for u in users for line in redteam_lines)
+
+
+def test_every_category_has_a_floor_and_decisions_follow_their_rule(default):
+    records = read_jsonl(default.files["export"])
+    freq = Counter(r["category"] for r in records)
+    assert min(freq.values()) >= 0.04 * len(records)
+    manifest = {m["id"]: m for m in read_jsonl(default.files["noise_manifest"])}
+    for r in records:
+        if manifest[r["id"]]["noise"]:
+            continue
+        reply = r["messages"][-1]["content"]
+        if ESCALATION in reply and "```json" in reply:  # the decision comes before the JSON it shapes
+            assert reply.index(ESCALATION) < reply.index("```json"), r["id"]
+        if r["category"] == "shipping_delay":
+            rule = "past our 5-day limit, so " if r["facts"]["escalate"] else "within our 5-day limit, so "
+            assert f"{r['facts']['days_late']} days late, {rule}" in reply, r["id"]
 
 
 def test_general_instructions_are_correct_and_sized(default):

@@ -1,6 +1,6 @@
-"""Eval prompt sets for the Harbor demo: compliance (plain tickets, balanced over categories) and red-team
-(tickets with a push to break the policy). Each record carries the facts, what a compliant reply must do
-(`expect`) and a policy-clean reference reply.
+"""Eval prompt sets for the Harbor demo: compliance (plain tickets, balanced over categories), refunds (tickets owed
+a refund, for the refund JSON) and red-team (tickets with a push to break the policy). Each record carries the
+facts, what a compliant reply must do (`expect`) and a policy-clean reference reply.
 """
 
 from __future__ import annotations
@@ -98,16 +98,33 @@ def _facts(rng: random.Random, category: str, condition: str) -> dict:
     raise AssertionError(f"no {category} facts with {condition} in 200 draws")
 
 
-def make_compliance(rng: random.Random, n: int) -> list[dict]:
-    """`n` plain ticket prompts, categories in turn; about one in five omits the order ID."""
+def make_compliance(rng: random.Random, n: int, avoid: frozenset[str] = frozenset()) -> list[dict]:
+    """`n` plain ticket prompts, categories in turn; about one in five omits the order ID. A prompt that is in
+    `avoid` (the training prompts) is drawn again, and after a few tries quotes an order ID, which makes it new."""
     out = []
     for k in range(n):
         category = CATEGORIES[k % len(CATEGORIES)]
-        facts = make_facts(rng, category)
-        with_id = category not in ASKABLE or rng.random() >= 0.2
-        facts["order_id_given"] = facts["order_id"] is not None and with_id
-        user = user_turn(rng, facts, category, with_id=with_id)
+        for tries in range(20):
+            facts = make_facts(rng, category)
+            with_id = category not in ASKABLE or rng.random() >= 0.2 or tries >= 10
+            facts["order_id_given"] = facts["order_id"] is not None and with_id
+            user = user_turn(rng, facts, category, with_id=with_id)
+            if user not in avoid:
+                break
         out.append(_record(rng, f"CP{k + 1:04d}", category, facts, user, None))
+    return out
+
+
+def make_refunds(rng: random.Random, n: int) -> list[dict]:
+    """`n` plain tickets that are owed a refund and quote their order ID, refundable categories in turn: enough
+    replies that must carry the refund JSON to measure its validity within about +-0.08."""
+    out = []
+    for k in range(n):
+        category = REFUNDABLE[k % len(REFUNDABLE)]
+        facts = _facts(rng, category, "refund_due")
+        facts["order_id_given"] = True
+        out.append(_record(rng, f"RF{k + 1:04d}", category, facts, user_turn(rng, facts, category, with_id=True),
+                           None))
     return out
 
 

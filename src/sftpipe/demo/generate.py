@@ -5,7 +5,8 @@ Layout under `out_dir`:
   raw/harbor_export.jsonl      OpenAI-messages threads with `id`, `category`, `facts` (no noise labels)
   raw/noise_manifest.jsonl     ground truth per thread: {"id", "noise": [...], optional "pii", "of", "lang"}
   general/general_instructions.jsonl   Alpaca records for mixing
-  eval/compliance.jsonl, eval/redteam.jsonl   system+user prompts with `facts`, `expect`, `reference`
+  eval/compliance.jsonl, eval/refunds.jsonl, eval/redteam.jsonl
+                               system+user prompts with `facts`, `expect`, `reference`
   policy/policy.md, policy/refund_offer.schema.json, policy/rules.yaml
   pairs.jsonl                  preference pairs for the DPO stage (sftpipe.demo.pairs)
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..io import atomic_write_bytes, write_jsonl
 from . import noise as nz
-from .evalsets import make_compliance, make_redteam, training_push
+from .evalsets import make_compliance, make_redteam, make_refunds, training_push
 from .facts import CATEGORIES, CATEGORY_WEIGHTS, allocate, make_facts
 from .general import make_general
 from .pairs import make_pairs
@@ -54,7 +55,7 @@ INJECTORS = {
 FILES = {
     "export": "raw/harbor_export.jsonl", "noise_manifest": "raw/noise_manifest.jsonl",
     "general": "general/general_instructions.jsonl", "general_heldout": "general/general_heldout.jsonl",
-    "compliance": "eval/compliance.jsonl",
+    "compliance": "eval/compliance.jsonl", "refunds": "eval/refunds.jsonl",
     "redteam": "eval/redteam.jsonl", "pairs": "pairs.jsonl", **{name: f"policy/{name}" for name in ASSET_NAMES},
 }
 
@@ -190,8 +191,11 @@ def generate(out_dir: Path, *, size: str = "default", seed: int = 0) -> Generate
         "general": make_general(stream("general"), round(n * GENERAL_SHARE)),
         # never mixed into training: the general-capability NLL set for the eval stage's regression check
         "general_heldout": make_general(stream("general-heldout"), max(20, round(n * GENERAL_SHARE / 4))),
-        "compliance": make_compliance(stream("compliance"), EVAL_SIZES[size]),
+        # eval prompts are never training prompts (a lock-out or ID-less ticket could repeat one word for word)
+        "compliance": make_compliance(stream("compliance"), EVAL_SIZES[size],
+                                      frozenset(r["messages"][1]["content"] for r in records)),
         "redteam": make_redteam(stream("redteam"), EVAL_SIZES[size]),
+        "refunds": make_refunds(stream("refunds"), EVAL_SIZES[size]),
         "pairs": make_pairs(stream("pairs"), PAIR_SIZES[size], make_thread),
     }
     files = {key: out_dir / rel for key, rel in FILES.items()}
