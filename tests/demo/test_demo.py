@@ -51,7 +51,7 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
     report = json.loads((out / "curated" / "report.json").read_text())
     assert report["counts"]["in"] == report["counts"]["kept"] + report["counts"]["rejected"]
     run = json.loads((out / "runs" / "harbor" / "run.json").read_text())
-    assert run["mode"] == "lora" and run["data"]["train_hash"]
+    assert run["mode"] == "full" and run["data"]["train_hash"]
     metrics = json.loads((out / "runs" / "harbor" / "eval" / "metrics.json").read_text())
     summary = headline(metrics)
     assert summary["base"]["held-out loss"] is not None and summary["sft"]["held-out loss"] is not None

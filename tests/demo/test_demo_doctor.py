@@ -18,8 +18,8 @@ from sftpipe.stages import demo as demo_stage
 
 # What the tiny demo is expected to be told, and why (anything else that warns or fails is a regression).
 EXPLAINED_WARN = {
-    "lora-first": "lr 1e-3 is above the guide's 1e-4..3e-4 (a range for 7B-13B models): the demo trains a 135M model "
-                  "for 120 CPU steps and says so in configs/harbor.yaml",
+    "lora-first": "the demo fine-tunes all weights of a 135M model at lr 1e-4 (above the guide's 1e-5..2e-5 for "
+                  "7B-13B models): measured to learn more per CPU-second than LoRA, as configs/harbor.yaml says",
 }
 EXPLAINED_FAIL = {
     "decontaminated": "the generator writes red-team and compliance prompts from the same customer phrasings as the "
