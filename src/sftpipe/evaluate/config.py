@@ -106,6 +106,9 @@ class EvalConfig(_Section):
         "schema_validity": 1.0, "policy": 2.0, "correctness": 1.0, "win_rate": 1.0, "ifeval": 0.5,
         "general_retention": 0.5, "human_tone": 0.5, "human_policy": 1.0, "human_correctness": 1.0})
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Reuse a plain baseline model's results (loss, generations, checks, regression; not the judge) from the eval
+    # cache when the same model, items, config and code were evaluated before: the demo evaluates its base twice.
+    cache_baseline: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

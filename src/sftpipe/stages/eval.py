@@ -5,7 +5,8 @@ template, schema / policy / correctness checks, IFEval, general NLL) -> the same
 pairwise judge against the baseline and the combined score -> write runs/<name>/eval/ (metrics.json,
 report.html, plots/, generations/, judge/) -> record the summary in run.json and the model card.
 
-Only one model is in memory at a time; the baseline's replies are kept for the judge.
+Only one model is in memory at a time; the baseline's replies are kept for the judge. A plain model baseline's
+results are cached (sftpipe.evaluate.cache, `eval.cache_baseline`), so evaluating it again loads nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..config import SftpipeConfig, load_config
 from ..demo.policy import PLUGINS
 from ..errors import ModelError
+from ..evaluate.cache import baseline_cache
 from ..evaluate.evaluator import (DECILE_DEFINITION, Inputs, compare, device_for, eval_sets, evaluate_model,
                                   human_for, judge_client, release, select_best, training_category_counts)
 from ..evaluate.items import load_items
@@ -91,13 +93,22 @@ def run(cfg: SftpipeConfig, run_dir: Path, *, against: str | None = None, select
     if ecfg.judge.enabled:  # fail before the models run, not after
         judge_client(ecfg).complete("Reply with one word: tie.")
 
-    # The baseline
-    log(f"baseline: {baseline_ref}")
-    em = load_reference(str(baseline_ref), label="baseline", template=cfg.template.name)
-    em.model.to(device)
-    base, base_replies = evaluate_model(em, inp)
-    del em
-    release()
+    # The baseline: a plain model's results come from the eval cache when this same eval already ran
+    # (a policy object passed in is not part of the cache key, so it turns the cache off)
+    cache = baseline_cache(str(baseline_ref), inp, template=cfg.template.name, device=device) \
+        if ecfg.cache_baseline and policy is None else None
+    cached = cache.load("baseline") if cache else None
+    log(f"baseline: {baseline_ref}" + (f" (cached eval {cache.key[:12]})" if cached else ""))
+    if cached:
+        base, base_replies = cached
+    else:
+        em = load_reference(str(baseline_ref), label="baseline", template=cfg.template.name)
+        em.model.to(device)
+        base, base_replies = evaluate_model(em, inp)
+        del em
+        release()
+        if cache:
+            cache.store("baseline", base, base_replies)
 
     # Each candidate (final weights, or every checkpoint with select), against the baseline
     labels = [*checkpoints(run_dir), "final"] if select else ["final"]
@@ -118,6 +129,7 @@ def run(cfg: SftpipeConfig, run_dir: Path, *, against: str | None = None, select
         best, reason, scores = select_best(comparisons, ecfg.weights)
     metrics = {
         "run": str(run_dir), "baseline": base["model"], "candidates": labels, "models": models,
+        "baseline_cache": cache.record(hit=cached is not None) if cache else None,
         "comparisons": comparisons, "selection": {"best": best, "reason": reason, "scores": scores} if select
         else None,
         "frequency_deciles": {"deciles": deciles, "category_counts": counts, "source": counts_source,
