@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sftpipe.config import load_config
+from sftpipe.demo.rules_report import eval_rules
 from sftpipe.demo.summary import harbor_config_text, headline
 from sftpipe.models import load_tokenizer, tiny_model
 
@@ -53,11 +54,17 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
     run = json.loads((out / "runs" / "harbor" / "run.json").read_text())
     assert run["mode"] == "full" and run["data"]["train_hash"]
     metrics = json.loads((out / "runs" / "harbor" / "eval" / "metrics.json").read_text())
-    summary = headline(metrics)
+    summary = headline(metrics, eval_rules(out / "runs" / "harbor" / "eval", out))
     assert summary["base"]["held-out loss"] is not None and summary["sft"]["held-out loss"] is not None
+    assert summary["sft"]["shape-rule violation rate"] is not None
     assert (out / "runs" / "harbor" / "eval" / "report.html").stat().st_size > 0
     written = json.loads((out / "summary.json").read_text())
     assert written["sft"] == summary["sft"] and written["met"]["held-out loss"] in (True, False)
+    decisions = [k for k in written["sft"] if k.startswith("decision: ")]  # one row per threshold rule, vs majority
+    assert len(decisions) >= 5 and all(written["targets"][k].startswith("> majority ") for k in decisions)
+    assert written["targets"]["shape-rule violation rate"] == "<= base / 5" and "shape-rule" in res.stdout
+    assert written["targets"]["IFEval prompt-level strict"] == "delta reported" and set(written["rules"]) == {
+        "base", "sft", "dpo"}
     # the DPO stage: SFT -> DPO (reference = the SFT run) -> eval vs base, base / SFT / DPO side by side
     dpo = json.loads((out / "runs" / "harbor-dpo" / "run.json").read_text())
     assert dpo["kind"] == "dpo" and dpo["status"] == "complete" and dpo["reference"]["name"] == "harbor"
@@ -72,14 +79,17 @@ def test_bars_are_judged_from_the_numbers():
     from sftpipe.demo.summary import verdicts
 
     good = {"base": {"refund JSON schema-valid": 0.0, "policy violation rate": 0.9, "boilerplate opener rate": 0.3,
-                     "held-out loss": 2.5},
+                     "held-out loss": 2.5, "shape-rule violation rate": 0.8, "decision: x": 0.5},
             "sft": {"refund JSON schema-valid": 0.95, "policy violation rate": 0.1, "boilerplate opener rate": 0.0,
-                    "held-out loss": 1.2}}
+                    "held-out loss": 1.2, "shape-rule violation rate": 0.1, "decision: x": 0.8},
+            "majority": {"decision: x": 0.75}}
     assert set(verdicts(good).values()) == {True}
-    bad = {"base": good["base"], "sft": {**good["sft"], "refund JSON schema-valid": 0.89,
-                                         "policy violation rate": 0.19, "boilerplate opener rate": 0.01}}
+    bad = {"base": good["base"], "majority": good["majority"],
+           "sft": {**good["sft"], "refund JSON schema-valid": 0.89, "policy violation rate": 0.19,
+                   "boilerplate opener rate": 0.01, "shape-rule violation rate": 0.17, "decision: x": 0.75}}
     assert verdicts(bad) == {"refund JSON schema-valid": False, "policy violation rate": False,
-                             "boilerplate opener rate": False, "held-out loss": True}
+                             "boilerplate opener rate": False, "held-out loss": True,
+                             "shape-rule violation rate": False, "decision: x": False}
     assert verdicts({"base": {}, "sft": {}})["held-out loss"] is None
 
 

@@ -59,8 +59,28 @@ def _rule_rate(sets: dict[str, Any], rule: str) -> float | None:
     return k / n if n else None
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the demo exists to show, for the base model and the SFT run, read from the eval metrics."""
+SHAPE_KEY = "shape-rule violation rate"
+DECISION_PREFIX = "decision: "
+
+
+def rule_rows(report: dict[str, Any] | None) -> dict[str, float | None]:
+    """The headline rows of one model's per-rule-class report (`rules_report.model_report`): the shape-rule
+    violation rate and one "decision: <rule>" accuracy per threshold rule (nothing without a report)."""
+    if not report:
+        return {}
+    return {SHAPE_KEY: report["shape"]["pooled"]["rate"],
+            **{DECISION_PREFIX + name: d["rate"] for name, d in report["decisions"].items()}}
+
+
+def majority(report: dict[str, Any] | None) -> dict[str, float | None]:
+    """"decision: <rule>" -> its majority-class baseline on the items of one model's report."""
+    return {DECISION_PREFIX + name: d["majority"] for name, d in ((report or {}).get("decisions") or {}).items()}
+
+
+def headline(metrics: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The numbers the demo exists to show, for the base model and the SFT run, read from the eval metrics, plus
+    the per-rule-class rows when `rules` holds `rules_report.eval_rules` of the same eval folder ("majority": the
+    decision rules' baselines on the SFT model's items)."""
     out: dict[str, Any] = {}
     for role, label in (("base", "baseline"), ("sft", "final")):
         m = metrics.get("models", {}).get(label, {})
@@ -72,28 +92,56 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
             "boilerplate opener rate": _rule_rate(sets, "boilerplate"),
             "held-out loss": sets.get("heldout", {}).get("loss", {}).get("overall", {}).get("loss"),
             "IFEval prompt-level strict": m.get("regression", {}).get("ifeval", {}).get("prompt_level_strict"),
+            **rule_rows((rules or {}).get(label)),
         }
+    if rules:
+        out["majority"] = majority(rules.get("final"))
     return out
 
 
-# what the demo must show (the issue's bars): metric -> (target as text, test on (base, sft))
+# what the demo must show (the issue's bars): metric -> (target as text, test on (base, sft)); the decision rules'
+# bars ("> majority <baseline>") depend on the eval items and come from `bars`
 BARS: dict[str, tuple[str, Any]] = {
     "refund JSON schema-valid": (">= 0.90", lambda b, s: s >= 0.90),
     "policy violation rate": ("<= base / 5", lambda b, s: s * 5 <= b),
+    SHAPE_KEY: ("<= base / 5", lambda b, s: s * 5 <= b),
     "boilerplate opener rate": ("0", lambda b, s: s == 0),
     "held-out loss": ("< base", lambda b, s: s < b),
 }
+REPORTED = {"refund fields correct": "delta reported", "IFEval prompt-level strict": "delta reported"}
+
+
+def decision_bars(baselines: dict[str, float | None]) -> dict[str, tuple[str, Any]]:
+    """One bar per decision rule: accuracy above its majority-class baseline (test on (reference, model)).
+
+    >>> text, test = decision_bars({"decision: x": 0.75})["decision: x"]
+    >>> text, test(None, 0.75), test(None, 0.8)
+    ('> majority 0.750', False, True)
+    """
+    return {k: (f"> majority {'-' if m is None else f'{m:.3f}'}", lambda _, x, m=m: m is not None and x > m)
+            for k, m in baselines.items()}
+
+
+def bars(summary: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """BARS plus the decision rules' bars for this summary's baselines."""
+    return {**BARS, **decision_bars(summary.get("majority") or {})}
+
+
+def targets(summary: dict[str, Any]) -> dict[str, str]:
+    """metric -> its target as text ("delta reported" for a metric shown without a bar)."""
+    return {**{k: v for k, v in REPORTED.items() if k in summary.get("sft", {})},
+            **{k: v[0] for k, v in bars(summary).items()}}
 
 
 def verdicts(summary: dict[str, Any]) -> dict[str, bool | None]:
-    """Whether each bar in BARS is met (None where a number is missing).
+    """Whether each bar (BARS and the decision bars) is met (None where a number is missing).
 
     >>> summary = {"base": {"policy violation rate": 0.9}, "sft": {"policy violation rate": 0.2}}
     >>> verdicts(summary)["policy violation rate"]
     False
     """
     out: dict[str, bool | None] = {}
-    for key, (_, test) in BARS.items():
+    for key, (_, test) in bars(summary).items():
         b, s = summary.get("base", {}).get(key), summary.get("sft", {}).get(key)
         out[key] = None if b is None or s is None else bool(test(b, s))
     return out
@@ -142,36 +190,51 @@ def reply_lengths(generations: Path, count: Any = None) -> dict[str, float | Non
 
 
 DPO_KEYS = ("mean reply tokens", "mean opener tokens", "boilerplate opener rate", "policy violation rate",
-            "refund JSON schema-valid")
-# what the DPO stage must show against SFT: metric -> (target as text, test on (sft, dpo))
+            SHAPE_KEY, "refund JSON schema-valid", "IFEval prompt-level strict")
+# what the DPO stage must show against SFT: metric -> (target as text, test on (sft, dpo)); the decision rules keep
+# their bar against the majority baseline (`decision_bars`)
 DPO_BARS: dict[str, tuple[str, Any]] = {
     "mean opener tokens": ("< SFT", lambda s, d: d < s),
     "mean reply tokens": ("< SFT", lambda s, d: d < s),
     "policy violation rate": ("<= SFT", lambda s, d: d <= s),
+    SHAPE_KEY: ("<= SFT", lambda s, d: d <= s),
     "refund JSON schema-valid": (">= SFT", lambda s, d: d >= s),
 }
 
 
-def side_by_side(sft_eval: Path, dpo_eval: Path, count: Any = None) -> dict[str, dict[str, Any]]:
-    """Base, SFT and DPO headline numbers from the SFT run's eval (base vs SFT) and the DPO run's (base vs DPO)."""
+def side_by_side(sft_eval: Path, dpo_eval: Path, count: Any = None,
+                 rules: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Base, SFT and DPO headline numbers from the SFT run's eval (base vs SFT) and the DPO run's (base vs DPO);
+    `rules`: role (base, sft, dpo) -> its `rules_report.model_report`, for the shape and decision rows."""
     sft_m = json.loads((Path(sft_eval) / "metrics.json").read_text(encoding="utf-8"))
     dpo_m = json.loads((Path(dpo_eval) / "metrics.json").read_text(encoding="utf-8"))
     first, second = headline(sft_m), headline(dpo_m)
     rows = {"base": (first["base"], Path(sft_eval) / "generations" / "baseline"),
             "sft": (first["sft"], Path(sft_eval) / "generations" / "final"),
             "dpo": (second["sft"], Path(dpo_eval) / "generations" / "final")}
-    return {role: {k: {**numbers, **reply_lengths(folder, count)}.get(k) for k in DPO_KEYS}
-            for role, (numbers, folder) in rows.items()}
+    out = {}
+    for role, (numbers, folder) in rows.items():
+        extra = rule_rows((rules or {}).get(role))
+        merged = {**numbers, **reply_lengths(folder, count), **extra}
+        out[role] = {k: merged.get(k) for k in [*DPO_KEYS, *(k for k in extra if k not in DPO_KEYS)]}
+    return out
 
 
-def dpo_verdicts(table: dict[str, dict[str, Any]]) -> dict[str, bool | None]:
-    """Whether the DPO run meets each bar in DPO_BARS against the SFT run (None where a number is missing).
+def dpo_bars(baselines: dict[str, float | None] | None = None) -> dict[str, tuple[str, Any]]:
+    """DPO_BARS plus the decision rules' bars for these baselines."""
+    return {**DPO_BARS, **decision_bars(baselines or {})}
+
+
+def dpo_verdicts(table: dict[str, dict[str, Any]],
+                 baselines: dict[str, float | None] | None = None) -> dict[str, bool | None]:
+    """Whether the DPO run meets each bar in DPO_BARS against the SFT run, and each decision bar against its majority
+    baseline (`baselines`: "decision: <rule>" -> baseline); None where a number is missing.
 
     >>> dpo_verdicts({"sft": {"mean opener tokens": 9.0}, "dpo": {"mean opener tokens": 4.0}})["mean opener tokens"]
     True
     """
     out: dict[str, bool | None] = {}
-    for key, (_, test) in DPO_BARS.items():
+    for key, (_, test) in dpo_bars(baselines).items():
         s, d = table.get("sft", {}).get(key), table.get("dpo", {}).get(key)
         out[key] = None if s is None or d is None else bool(test(s, d))
     return out

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..demo.generate import SIZES, generate
-from ..demo.summary import (BARS, DPO_BARS, DPO_KEYS, PROFILES, dpo_verdicts, headline, load_demo_config,
-                             side_by_side, verdicts)
+from ..demo.rules_report import eval_rules
+from ..demo.summary import (PROFILES, REPORTED, dpo_bars, dpo_verdicts, headline, load_demo_config, majority,
+                            side_by_side, targets, verdicts)
 from ..io import atomic_write_text
 from . import curate as curate_stage
 from . import dpo as dpo_stage
@@ -43,37 +44,42 @@ class DemoResult:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """Base vs SFT, one row per headline metric, with its target and whether this run met it."""
+    """Base vs SFT, one row per headline metric (shape-rule rate and decision rules included), with its target
+    and whether this run met it."""
     table = Table(title="Harbor demo: base vs SFT (held-out prompts)", title_justify="left")
     for col in ("metric", "base", "SFT", "change", "target", "met"):
         table.add_column(col, justify="left" if col in ("metric", "target") else "right")
-    met = verdicts(summary)
+    met, goal = verdicts(summary), targets(summary)
     fmt = (lambda v: "-" if v is None else f"{v:.3f}")
     for key in summary.get("sft", {}):
         b, r = summary["base"].get(key), summary["sft"].get(key)
         change = "-" if b is None or r is None else f"{r - b:+.3f}"
         verdict = {True: "yes", False: "NO", None: "-"}[met.get(key)]
-        table.add_row(key, fmt(b), fmt(r), change, BARS.get(key, ("delta reported",))[0], verdict)
+        table.add_row(key, fmt(b), fmt(r), change, goal.get(key, "delta reported"), verdict)
     return table
 
 
-def dpo_table(table: dict[str, dict[str, Any]]) -> Table:
-    """Base, SFT and DPO side by side, with the DPO bars (against SFT) and whether this run met them."""
+def dpo_table(table: dict[str, dict[str, Any]], baselines: dict[str, float | None] | None = None) -> Table:
+    """Base, SFT and DPO side by side, with the DPO bars (against SFT; decision rules against their majority
+    baseline on the DPO model's items, `baselines`) and whether this run met them."""
     out = Table(title="Harbor demo: base vs SFT vs DPO (held-out prompts)", title_justify="left")
     for col in ("metric", "base", "SFT", "DPO", "DPO - SFT", "target", "met"):
         out.add_column(col, justify="left" if col in ("metric", "target") else "right")
-    met = dpo_verdicts(table)
+    met, goal = dpo_verdicts(table, baselines), dpo_bars(baselines)
     fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-    for key in DPO_KEYS:
+    for key in table["dpo"]:
         s, d = table["sft"].get(key), table["dpo"].get(key)
         out.add_row(key, fmt(table["base"].get(key)), fmt(s), fmt(d), "-" if s is None or d is None else
-                    f"{d - s:+.3f}", DPO_BARS.get(key, ("-",))[0], {True: "yes", False: "NO", None: "-"}[met.get(key)])
+                    f"{d - s:+.3f}", goal.get(key, (REPORTED.get(key, "-"),))[0],
+                    {True: "yes", False: "NO", None: "-"}[met.get(key)])
     return out
 
 
-def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float]) -> dict[str, Any]:
+def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float],
+            sft_rules: dict[str, Any] | None = None, root: Path | None = None) -> dict[str, Any]:
     """The preference pass from the SFT run (dpo section), its eval against the base, and the three-way table
-    (opener and reply lengths counted in the model's tokens)."""
+    (opener and reply lengths counted in the model's tokens; shape and decision rows from `sft_rules`, the SFT
+    eval's `eval_rules`, and the DPO eval's, with set paths relative to `root`, default the current folder)."""
     from ..models import load_tokenizer
 
     t = time.perf_counter()
@@ -86,10 +92,16 @@ def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float]) ->
     evaluated = eval_stage.run(cfg, trained.run_dir, log=console.log)
     seconds["eval_dpo"] = time.perf_counter() - t
     tok = load_tokenizer(cfg.model.name)
-    table = side_by_side(sft_eval, evaluated.out_dir,
+    root = Path(root or ".")
+    sft_rules = sft_rules if sft_rules is not None else eval_rules(root / sft_eval, root)
+    dpo_rules = eval_rules(root / evaluated.out_dir, root)
+    rules = {"base": sft_rules.get("baseline"), "sft": sft_rules.get("final"), "dpo": dpo_rules.get("final")}
+    table = side_by_side(sft_eval, evaluated.out_dir, rules=rules,
                          count=lambda text: len(tok.encode(text, add_special_tokens=False)) if text else 0)
-    return {"run_dir": str(trained.run_dir), "table": table, "met": dpo_verdicts(table),
-            "targets": {k: v[0] for k, v in DPO_BARS.items()}, "pairs": trained.pairs,
+    baselines = majority(rules["dpo"])
+    return {"run_dir": str(trained.run_dir), "table": table, "met": dpo_verdicts(table, baselines),
+            "targets": {k: v[0] for k, v in dpo_bars(baselines).items()}, "majority": baselines,
+            "rules": rules, "pairs": trained.pairs,
             "final_loss": trained.final_loss, "reward_margin": trained.metrics.get("rewards/margins")}
 
 
@@ -118,13 +130,15 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
         console.rule("4/6 eval (base vs SFT)")
         evaluated = eval_stage.run(cfg, trained.run_dir, log=console.log)
         seconds["eval"] = time.perf_counter() - t
-        dpo = run_dpo(cfg, evaluated.out_dir, console, seconds)
-    summary = headline(evaluated.metrics)
+        sft_rules = eval_rules(out_dir / evaluated.out_dir, out_dir)
+        dpo = run_dpo(cfg, evaluated.out_dir, console, seconds, sft_rules, out_dir)
+    summary = headline(evaluated.metrics, sft_rules)
+    rules = dpo.pop("rules")  # per model: shape-rule rate per category, each decision rule's n, accuracy, baseline
     atomic_write_text(out_dir / "summary.json", json.dumps(
-        {**summary, "met": verdicts(summary), "targets": {k: v[0] for k, v in BARS.items()}, "dpo": dpo,
+        {**summary, "met": verdicts(summary), "targets": targets(summary), "dpo": dpo, "rules": rules,
          "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=2) + "\n")
     console.print(summary_table(summary))
-    console.print(dpo_table(dpo["table"]))
+    console.print(dpo_table(dpo["table"], dpo["majority"]))
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     console.print(f"report: {out_dir / evaluated.report_path}")
     with contextlib.chdir(out_dir):  # the guide's production checklist on what the demo just built
