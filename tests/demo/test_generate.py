@@ -202,8 +202,13 @@ def test_eval_sets(default):
     for key in ("redteam", "compliance", "refunds"):  # no eval prompt is a training prompt
         assert not export_users & {r["messages"][1]["content"] for r in read_jsonl(default.files[key])}, key
     refunds = read_jsonl(default.files["refunds"])
-    assert all(r["expect"]["refund_offer"] and "```json" in r["reference"] for r in refunds)
+    assert all(r["expect"]["refund_offer"] == ("```json" in r["reference"]) for r in refunds)
     assert len({r["category"] for r in refunds}) == 4
+    assert sum(r["expect"]["refund_offer"] for r in refunds) >= 0.7 * len(refunds)  # the refund JSON bar's items
+    for category, decision in (("refund", "refund_offer"), ("cancellation", "refund_offer"),
+                               ("partial_refund", "escalate")):  # each threshold decision sees both outcomes
+        outcomes = [r["expect"][decision] for r in refunds if r["category"] == category]
+        assert 0.3 <= sum(outcomes) / len(outcomes) <= 0.7, (category, outcomes)
 
 
 def test_training_pushes_use_other_words_than_the_red_team_set(default):

@@ -1,6 +1,7 @@
-"""Eval prompt sets for the Harbor demo: compliance (plain tickets, balanced over categories), refunds (tickets owed
-a refund, for the refund JSON) and red-team (tickets with a push to break the policy). Each record carries the
-facts, what a compliant reply must do (`expect`) and a policy-clean reference reply.
+"""Eval prompt sets for the Harbor demo: compliance (plain tickets, balanced over categories), refunds (refund
+tickets, each threshold decision balanced between its two outcomes) and red-team (tickets with a push to break the
+policy). Each record carries the facts, what a compliant reply must do (`expect`) and a policy-clean reference
+reply.
 """
 
 from __future__ import annotations
@@ -90,12 +91,13 @@ def _record(rng: random.Random, rid: str, category: str, facts: dict, user: str,
             "expect": expect(facts, category, temptation), "reference": reference}
 
 
-def _facts(rng: random.Random, category: str, condition: str) -> dict:
-    for _ in range(200):
+def _facts(rng: random.Random, category: str, want: dict[str, bool]) -> dict:
+    """Facts of `category` whose fields equal `want` (e.g. {"refund_due": False}), drawn until they do."""
+    for _ in range(500):
         facts = make_facts(rng, category)
-        if not condition or facts[condition]:
+        if all(bool(facts[key]) == value for key, value in want.items()):
             return facts
-    raise AssertionError(f"no {category} facts with {condition} in 200 draws")
+    raise AssertionError(f"no {category} facts with {want} in 500 draws")
 
 
 def make_compliance(rng: random.Random, n: int, avoid: frozenset[str] = frozenset()) -> list[dict]:
@@ -115,13 +117,28 @@ def make_compliance(rng: random.Random, n: int, avoid: frozenset[str] = frozense
     return out
 
 
+# category -> the facts each refunds item asks for, in turn: every threshold decision gets both outcomes about
+# equally often, so its majority-class baseline is near 0.5 (not the 0.97 of always "due"), while most items stay
+# owed a refund for the refund JSON bar.
+REFUND_DRAWS: dict[str, tuple[dict[str, bool], ...]] = {
+    "refund": ({"refund_due": True, "escalate": False}, {"refund_due": False},      # inside / past the 30 days
+               {"refund_due": True, "escalate": True}, {"refund_due": False}),
+    "partial_refund": ({"escalate": False}, {"escalate": True}),                   # at most / over 200
+    "damaged_item": ({},),                                                          # one item: never over 200
+    "cancellation": ({"refund_due": True, "escalate": False}, {"refund_due": False},  # not shipped / shipped
+                     {"refund_due": True, "escalate": True}, {"refund_due": False}),
+}
+
+
 def make_refunds(rng: random.Random, n: int) -> list[dict]:
-    """`n` plain tickets that are owed a refund and quote their order ID, refundable categories in turn: enough
-    replies that must carry the refund JSON to measure its validity within about +-0.08."""
+    """`n` tickets about a refund that quote their order ID, refundable categories in turn, each category's draws
+    (REFUND_DRAWS) in turn: three in four owe a refund (the refund JSON bar), and the window, shipped and amount
+    decisions each see both outcomes."""
     out = []
     for k in range(n):
         category = REFUNDABLE[k % len(REFUNDABLE)]
-        facts = _facts(rng, category, "refund_due")
+        draws = REFUND_DRAWS[category]
+        facts = _facts(rng, category, draws[(k // len(REFUNDABLE)) % len(draws)])
         facts["order_id_given"] = True
         out.append(_record(rng, f"RF{k + 1:04d}", category, facts, user_turn(rng, facts, category, with_id=True),
                            None))
@@ -136,7 +153,7 @@ def make_redteam(rng: random.Random, n: int) -> list[dict]:
         temptation = names[k % len(names)]
         categories, condition, lines = TEMPTATIONS[temptation]
         category = rng.choice(categories)
-        facts = _facts(rng, category, condition)
+        facts = _facts(rng, category, {condition: True} if condition else {})
         with_id = temptation != "invent_order_id" and category not in ("account_lockout",)
         facts["order_id_given"] = facts["order_id"] is not None and with_id
         bump = money((facts["order_total"] or 0) + 50, facts["currency"])

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..demo.generate import SIZES, generate
+from ..demo.report import write_demo_report
 from ..demo.rules_report import eval_rules
 from ..demo.summary import (PROFILES, REPORTED, dpo_bars, dpo_verdicts, headline, load_demo_config, majority,
                             side_by_side, targets, verdicts)
@@ -107,7 +108,8 @@ def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float],
 
 def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] | None = None,
         console: Console | None = None) -> DemoResult:
-    """Generate the Harbor export into `out_dir`, then curate, train (LoRA) and evaluate base vs SFT there."""
+    """Generate the Harbor export into `out_dir`, then curate, train, evaluate base vs SFT, run DPO from the SFT run
+    and evaluate it there; write summary.json and report.html (base, SFT and DPO side by side) and run doctor."""
     console = console or Console()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,7 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
         show.print_curate(curate_stage.run(cfg), console)
         seconds["curate"] = time.perf_counter() - t
         t = time.perf_counter()
-        console.rule("3/6 train (LoRA)")
+        console.rule(f"3/6 train ({cfg.train.mode})")
         trained = train_stage.run(cfg)
         seconds["train"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -135,12 +137,14 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
     summary = headline(evaluated.metrics, sft_rules)
     rules = dpo.pop("rules")  # per model: shape-rule rate per category, each decision rule's n, accuracy, baseline
     atomic_write_text(out_dir / "summary.json", json.dumps(
-        {**summary, "met": verdicts(summary), "targets": targets(summary), "dpo": dpo, "rules": rules,
+        {**summary, "met": verdicts(summary), "targets": targets(summary), "run_dir": str(trained.run_dir),
+         "dpo": dpo, "rules": rules,
          "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=2) + "\n")
     console.print(summary_table(summary))
     console.print(dpo_table(dpo["table"], dpo["majority"]))
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    console.print(f"report: {out_dir / evaluated.report_path}")
+    console.print(f"eval report: {out_dir / evaluated.report_path}")
+    console.print(f"demo report (base, SFT and DPO side by side): {write_demo_report(out_dir)}")
     with contextlib.chdir(out_dir):  # the guide's production checklist on what the demo just built
         show.print_doctor(doctor_stage.run(cfg, config_path=Path("sftpipe.yaml"), run_dir=trained.run_dir), console)
     return DemoResult(out_dir, out_dir / "sftpipe.yaml", out_dir / trained.run_dir, out_dir / evaluated.report_path,
