@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sftpipe.models import load_tokenizer
+from sftpipe.models import load_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,3 +20,26 @@ def _session_eval_cache(tmp_path_factory):
 def tok():
     """A fresh SmolLM2 tokenizer (renderers set its template and may add tokens, so never share one)."""
     return load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture()
+def single_thread():
+    """torch on one thread for the test: a tiny model's matmuls take microseconds, and on a shared 2-core machine a
+    second OpenMP thread only adds wake-up latency (10-30x slower steps under load). Folders of model tests turn it
+    on for every test in an autouse fixture of their conftest."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A local model folder (save_pretrained) with the SmolLM2 tokenizer and a tiny random Llama."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tok = load_tokenizer("smollm2-135m-instruct")
+    tiny_model(tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

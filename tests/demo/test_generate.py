@@ -16,6 +16,7 @@ from sftpipe.demo.generate import NOISE_RATES, PII_RATE, REPLY_NOISE, noise_coun
 from sftpipe.demo.evalsets import TEMPTATIONS, TRAIN_PUSHES
 from sftpipe.demo.noise import luhn_valid
 from sftpipe.demo.policy import ESCALATION, FRAUD_WARNING, split_refund_json
+from sftpipe.doctor.text import COPIED, overlap
 
 # The rule each reply-noise label must trip (not just "some rule").
 NOISE_RULE = {
@@ -52,7 +53,7 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
     assert a.files.keys() == b.files.keys()
     for key in a.files:
         assert a.files[key].read_bytes() == b.files[key].read_bytes(), key
-    for key in ("export", "noise_manifest", "general", "redteam", "compliance", "refunds"):
+    for key in ("export", "noise_manifest", "general", "redteam", "compliance", "decisions"):
         assert a.files[key].read_bytes() != c.files[key].read_bytes(), key
     leftovers = [p for p in (tmp_path / "a").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
@@ -185,7 +186,7 @@ def test_clean_conversations_are_short_for_smollm2(small, tok):
 
 
 def test_eval_sets(default):
-    for key in ("redteam", "compliance", "refunds"):
+    for key in ("redteam", "compliance", "decisions"):
         rows = read_jsonl(default.files[key])
         assert len(rows) >= 40
         for row in rows:
@@ -198,16 +199,18 @@ def test_eval_sets(default):
     redteam = read_jsonl(default.files["redteam"])
     assert len({r["expect"]["temptation"] for r in redteam}) >= 6
     assert any("<|im_start|>" in r["messages"][1]["content"] for r in redteam)
-    export_users = {r["messages"][1]["content"] for r in read_jsonl(default.files["export"])}
-    for key in ("redteam", "compliance", "refunds"):  # no eval prompt is a training prompt
-        assert not export_users & {r["messages"][1]["content"] for r in read_jsonl(default.files[key])}, key
-    refunds = read_jsonl(default.files["refunds"])
-    assert all(r["expect"]["refund_offer"] == ("```json" in r["reference"]) for r in refunds)
-    assert len({r["category"] for r in refunds}) == 4
-    assert sum(r["expect"]["refund_offer"] for r in refunds) >= 0.7 * len(refunds)  # the refund JSON bar's items
+    users = lambda rows: ["\n".join(m["content"] for m in r["messages"] if m["role"] == "user") for r in rows]
+    export = users(read_jsonl(default.files["export"]))
+    for key in ("redteam", "compliance", "decisions"):  # no eval prompt is (nearly) a training prompt, as doctor says
+        shares = overlap(export, users(read_jsonl(default.files[key])))
+        assert max(shares) < COPIED and not set(export) & set(users(read_jsonl(default.files[key]))), key
+    decisions = read_jsonl(default.files["decisions"])
+    assert all(r["expect"]["refund_offer"] == ("```json" in r["reference"]) for r in decisions)
+    assert len({r["category"] for r in decisions}) == 5
+    assert sum(r["expect"]["refund_offer"] for r in decisions) >= 0.55 * len(decisions)  # the refund JSON bar's items
     for category, decision in (("refund", "refund_offer"), ("cancellation", "refund_offer"),
-                               ("partial_refund", "escalate")):  # each threshold decision sees both outcomes
-        outcomes = [r["expect"][decision] for r in refunds if r["category"] == category]
+                               ("partial_refund", "escalate"), ("shipping_delay", "escalate")):  # both outcomes
+        outcomes = [r["expect"][decision] for r in decisions if r["category"] == category]
         assert 0.3 <= sum(outcomes) / len(outcomes) <= 0.7, (category, outcomes)
 
 

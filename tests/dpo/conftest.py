@@ -1,7 +1,7 @@
 """Fixtures for DPO tests: a tiny random Llama with the SmolLM2 tokenizer, SFT conversations, a separable set of
 preference pairs (short direct answer vs the same answer behind a boilerplate opener), and SFT runs to start from.
 
-Runs are single-threaded (see tests/train/conftest.py) and a few steps long.
+Runs are single-threaded (see tests/conftest.py) and a few steps long.
 """
 
 from __future__ import annotations
@@ -10,20 +10,15 @@ import json
 import random
 
 import pytest
-import torch
 
 from sftpipe.config import load_config
-from sftpipe.models import load_tokenizer, tiny_model
 
 OPENER = "Thank you so much for reaching out to us today, we truly value you as a customer. "
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(single_thread):
+    """Every test here runs torch on one thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(autouse=True)
@@ -41,15 +36,6 @@ def _question(rng: random.Random) -> tuple[str, str]:
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tok = load_tokenizer("smollm2-135m-instruct")
-    tiny_model(tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,8 @@ API_KEY = "test-key-123"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded in-process models: a second OpenMP thread only adds wake-ups on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(single_thread):
+    """Every test here runs torch on one thread (tests/conftest.py says why)."""
 
 
 def _conversation(rng: random.Random, i: int) -> dict:

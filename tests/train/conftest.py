@@ -1,7 +1,6 @@
-"""Fixtures for training tests: a tiny random Llama saved as a local model folder, and small chat data.
+"""Fixtures for training tests: small chat data and configs (the tiny model folder, `tiny_dir`, is tests/conftest.py's).
 
-Training tests run single-threaded: the tiny model's matmuls are microseconds, and on a shared 2-core machine a
-second OpenMP thread only adds wake-up latency (10-30x slower steps under load).
+Training tests run single-threaded (tests/conftest.py's `single_thread` says why).
 """
 
 from __future__ import annotations
@@ -10,18 +9,13 @@ import json
 import random
 
 import pytest
-import torch
 
 from sftpipe.config import load_config
-from sftpipe.models import load_tokenizer, tiny_model
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(single_thread):
+    """Every test here runs torch on one thread (tests/conftest.py says why)."""
 
 
 def _conversation(rng: random.Random, i: int) -> dict:
@@ -32,16 +26,6 @@ def _conversation(rng: random.Random, i: int) -> dict:
         msgs += [{"role": "user", "content": "And doubled?"},
                  {"role": "assistant", "content": f"Doubled, that is {2 * (a + b)}."}]
     return {"id": i, "messages": msgs}
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """A local model folder (save_pretrained) with the SmolLM2 tokenizer and a tiny random Llama."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tok = load_tokenizer("smollm2-135m-instruct")
-    tiny_model(tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,14 @@
-"""Eval prompt sets for the Harbor demo: compliance (plain tickets, balanced over categories), refunds (refund
-tickets, each threshold decision balanced between its two outcomes) and red-team (tickets with a push to break the
-policy). Each record carries the facts, what a compliant reply must do (`expect`) and a policy-clean reference
-reply.
+"""Eval prompt sets for the Harbor demo: compliance (plain tickets, balanced over categories), decisions (refund
+and delay tickets, each threshold decision balanced between its two outcomes) and red-team (tickets with a push to
+break the policy). Each record carries the facts, what a compliant reply must do (`expect`) and a policy-clean
+reference reply.
 """
 
 from __future__ import annotations
 
 import random
 
+from ..doctor.text import COPIED, NgramIndex
 from .facts import CATEGORIES, make_facts, money
 from .policy import FRAUD_WARNING_CATEGORIES, check_reply, rules
 from .replies import ASKABLE, SYSTEM_PROMPT, ask_reply, gold_reply, user_turn
@@ -100,9 +101,9 @@ def _facts(rng: random.Random, category: str, want: dict[str, bool]) -> dict:
     raise AssertionError(f"no {category} facts with {want} in 500 draws")
 
 
-def make_compliance(rng: random.Random, n: int, avoid: frozenset[str] = frozenset()) -> list[dict]:
-    """`n` plain ticket prompts, categories in turn; about one in five omits the order ID. A prompt that is in
-    `avoid` (the training prompts) is drawn again, and after a few tries quotes an order ID, which makes it new."""
+def make_compliance(rng: random.Random, n: int, train: NgramIndex | None = None) -> list[dict]:
+    """`n` plain ticket prompts, categories in turn; about one in five omits the order ID. A prompt that is (nearly)
+    a training prompt (`train`) is drawn again, and after a few tries quotes an order ID, which makes it new."""
     out = []
     for k in range(n):
         category = CATEGORIES[k % len(CATEGORIES)]
@@ -111,37 +112,43 @@ def make_compliance(rng: random.Random, n: int, avoid: frozenset[str] = frozense
             with_id = category not in ASKABLE or rng.random() >= 0.2 or tries >= 10
             facts["order_id_given"] = facts["order_id"] is not None and with_id
             user = user_turn(rng, facts, category, with_id=with_id)
-            if user not in avoid:
+            if train is None or train.share(user) < COPIED:
                 break
         out.append(_record(rng, f"CP{k + 1:04d}", category, facts, user, None))
     return out
 
 
-# category -> the facts each refunds item asks for, in turn: every threshold decision gets both outcomes about
-# equally often, so its majority-class baseline is near 0.5 (not the 0.97 of always "due"), while most items stay
-# owed a refund for the refund JSON bar.
-REFUND_DRAWS: dict[str, tuple[dict[str, bool], ...]] = {
+# category -> the facts each decisions item asks for, in turn: every threshold decision gets both outcomes about
+# equally often, so its majority-class baseline is near 0.5 (the held-out split and the red-team pushes, which
+# need a refund or an escalation due, lean to one side), while most refund tickets are owed one (the JSON bar).
+DECISION_DRAWS: dict[str, tuple[dict[str, bool], ...]] = {
     "refund": ({"refund_due": True, "escalate": False}, {"refund_due": False},      # inside / past the 30 days
                {"refund_due": True, "escalate": True}, {"refund_due": False}),
     "partial_refund": ({"escalate": False}, {"escalate": True}),                   # at most / over 200
     "damaged_item": ({},),                                                          # one item: never over 200
     "cancellation": ({"refund_due": True, "escalate": False}, {"refund_due": False},  # not shipped / shipped
                      {"refund_due": True, "escalate": True}, {"refund_due": False}),
+    "shipping_delay": ({"escalate": False}, {"escalate": True}),                   # at most / over 5 days late
 }
 
 
-def make_refunds(rng: random.Random, n: int) -> list[dict]:
-    """`n` tickets about a refund that quote their order ID, refundable categories in turn, each category's draws
-    (REFUND_DRAWS) in turn: three in four owe a refund (the refund JSON bar), and the window, shipped and amount
-    decisions each see both outcomes."""
+def make_decisions(rng: random.Random, n: int, train: NgramIndex | None = None) -> list[dict]:
+    """`n` tickets that turn on a threshold and quote their order ID, DECISION_DRAWS' categories in turn and each
+    category's draws in turn: the window, shipped, amount and days-late decisions each see both outcomes, and
+    three in five items are owed a refund (the refund JSON bar). A prompt that is (nearly) a training prompt
+    (`train`) is drawn again."""
     out = []
+    categories = list(DECISION_DRAWS)
     for k in range(n):
-        category = REFUNDABLE[k % len(REFUNDABLE)]
-        draws = REFUND_DRAWS[category]
-        facts = _facts(rng, category, draws[(k // len(REFUNDABLE)) % len(draws)])
-        facts["order_id_given"] = True
-        out.append(_record(rng, f"RF{k + 1:04d}", category, facts, user_turn(rng, facts, category, with_id=True),
-                           None))
+        category = categories[k % len(categories)]
+        draws = DECISION_DRAWS[category]
+        for _ in range(20):
+            facts = _facts(rng, category, draws[(k // len(categories)) % len(draws)])
+            facts["order_id_given"] = True
+            user = user_turn(rng, facts, category, with_id=True)
+            if train is None or train.share(user) < COPIED:
+                break
+        out.append(_record(rng, f"DC{k + 1:04d}", category, facts, user, None))
     return out
 
 

@@ -5,7 +5,7 @@ Layout under `out_dir`:
   raw/harbor_export.jsonl      OpenAI-messages threads with `id`, `category`, `facts` (no noise labels)
   raw/noise_manifest.jsonl     ground truth per thread: {"id", "noise": [...], optional "pii", "of", "lang"}
   general/general_instructions.jsonl   Alpaca records for mixing
-  eval/compliance.jsonl, eval/refunds.jsonl, eval/redteam.jsonl
+  eval/compliance.jsonl, eval/decisions.jsonl, eval/redteam.jsonl
                                system+user prompts with `facts`, `expect`, `reference`
   policy/policy.md, policy/refund_offer.schema.json, policy/rules.yaml
   pairs.jsonl                  preference pairs for the DPO stage (sftpipe.demo.pairs)
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..io import atomic_write_bytes, write_jsonl
 from . import noise as nz
-from .evalsets import make_compliance, make_redteam, make_refunds, training_push
+from ..doctor.text import NgramIndex
+from .evalsets import make_compliance, make_redteam, make_decisions, training_push
 from .facts import CATEGORIES, CATEGORY_WEIGHTS, allocate, make_facts
 from .general import make_general
 from .pairs import make_pairs
@@ -55,7 +56,7 @@ INJECTORS = {
 FILES = {
     "export": "raw/harbor_export.jsonl", "noise_manifest": "raw/noise_manifest.jsonl",
     "general": "general/general_instructions.jsonl", "general_heldout": "general/general_heldout.jsonl",
-    "compliance": "eval/compliance.jsonl", "refunds": "eval/refunds.jsonl",
+    "compliance": "eval/compliance.jsonl", "decisions": "eval/decisions.jsonl",
     "redteam": "eval/redteam.jsonl", "pairs": "pairs.jsonl", **{name: f"policy/{name}" for name in ASSET_NAMES},
 }
 
@@ -186,16 +187,16 @@ def generate(out_dir: Path, *, size: str = "default", seed: int = 0) -> Generate
     threads = build_export(stream("export"), n)
     records = [_record(t) for t in threads]
     _self_check(records, threads)
+    train = NgramIndex(["\n".join(m["content"] for m in r["messages"] if m["role"] == "user") for r in records])
     rows = {
         "export": records, "noise_manifest": [_manifest(t) for t in threads],
         "general": make_general(stream("general"), round(n * GENERAL_SHARE)),
         # never mixed into training: the general-capability NLL set for the eval stage's regression check
         "general_heldout": make_general(stream("general-heldout"), max(20, round(n * GENERAL_SHARE / 4))),
-        # eval prompts are never training prompts (a lock-out or ID-less ticket could repeat one word for word)
-        "compliance": make_compliance(stream("compliance"), EVAL_SIZES[size],
-                                      frozenset(r["messages"][1]["content"] for r in records)),
+        # eval prompts are never (nearly) training prompts (a short or ID-less ticket could repeat one)
+        "compliance": make_compliance(stream("compliance"), EVAL_SIZES[size], train),
         "redteam": make_redteam(stream("redteam"), EVAL_SIZES[size]),
-        "refunds": make_refunds(stream("refunds"), EVAL_SIZES[size]),
+        "decisions": make_decisions(stream("decisions"), EVAL_SIZES[size], train),
         "pairs": make_pairs(stream("pairs"), PAIR_SIZES[size], make_thread),
     }
     files = {key: out_dir / rel for key, rel in FILES.items()}

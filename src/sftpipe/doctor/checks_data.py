@@ -11,13 +11,12 @@ from pathlib import Path
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .checks_plan import _label
 from .context import Context
-from .text import conversation_text, near_pairs, overlap, prompt_text
+from .text import COPIED, conversation_text, near_pairs, overlap, prompt_text
 
 REQUIRED_STAGES = ("pii", "dedup", "quality")  # the checklist's "deduplication, PII scrubbing, and quality scoring"
 NEAR_DUP_RATE = 0.01  # share of training records with a near-duplicate left in train
 STRATUM_GAP = 0.15  # total variation distance between train and eval category shares
 NO_REPORT = "no curate report.json (see curation-ran)"
-COPIED = 0.5  # an eval prompt with this share of its n-grams in training prompts is a copy
 
 
 def content_hash(paths: list[str]) -> str | None:

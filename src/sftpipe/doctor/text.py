@@ -98,26 +98,38 @@ def ngrams(text: str, n: int) -> set[str]:
     return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 
+COPIED = 0.5  # an eval prompt with this share of its n-grams in training prompts is (nearly) a copy
+
+
+class NgramIndex:
+    """The word n-grams of some training prompts (`short_n`-grams too, for eval prompts under `short_words` words,
+    as the curate decontaminate stage indexes them), asked for the share of an eval prompt's n-grams they hold."""
+
+    def __init__(self, train_prompts: Iterable[str], n: int = 13, short_n: int = 8, short_words: int = 30):
+        self.n, self.short_n, self.short_words = n, short_n, short_words
+        self.grams: set[str] = set()
+        self.short: set[str] = set()
+        for t in train_prompts:
+            self.grams |= ngrams(t, n)
+            self.short |= ngrams(t, short_n)
+
+    def share(self, prompt: str) -> float:
+        """The share of the prompt's n-grams found in the training prompts (1.0: copied whole)."""
+        short = len(words(prompt)) < self.short_words
+        grams = ngrams(prompt, self.short_n if short else self.n)
+        return len(grams & (self.short if short else self.grams)) / len(grams) if grams else 0.0
+
+
 def overlap(train_prompts: Iterable[str], eval_prompts: list[str], n: int = 13, short_n: int = 8,
             short_words: int = 30) -> list[float]:
-    """For each eval prompt, the share of its word n-grams found in the training prompts (`short_n`-grams for
-    prompts under `short_words` words, as the curate decontaminate stage indexes them). 1.0: copied whole.
+    """For each eval prompt, the share of its word n-grams found in the training prompts (`NgramIndex.share`).
 
     >>> overlap(["please tell me the capital city of france now", "x"], ["the capital city of france now", "y z"],
     ...         n=13, short_n=5)
     [1.0, 0.0]
     """
-    index_n: set[str] = set()
-    index_short: set[str] = set()
-    for t in train_prompts:
-        index_n |= ngrams(t, n)
-        index_short |= ngrams(t, short_n)
-    shares = []
-    for p in eval_prompts:
-        short = len(words(p)) < short_words
-        grams = ngrams(p, short_n) if short else ngrams(p, n)
-        shares.append(len(grams & (index_short if short else index_n)) / len(grams) if grams else 0.0)
-    return shares
+    index = NgramIndex(train_prompts, n, short_n, short_words)
+    return [index.share(p) for p in eval_prompts]
 
 
 def is_refusal(reply: str) -> bool:

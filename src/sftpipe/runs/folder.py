@@ -89,6 +89,17 @@ class RunFolder:
         """Write run.json into the folder being written."""
         return write_info(self.path, info)
 
+    def write_start(self, info: RunInfo, tokenizer, parity_examples: list, generation_config,
+                    rejects: list[dict]) -> None:
+        """What a run holds before its first step: the serving files (parity summary into `info.parity`), the
+        rejected records (rejects.jsonl, when any) and run.json."""
+        from ..io import write_jsonl
+
+        info.parity = write_serving_files(self.path, tokenizer, parity_examples, generation_config)
+        if rejects:
+            write_jsonl(self.path / "rejects.jsonl", rejects)
+        self.write_info(info)
+
     def commit(self, stage: str) -> Path:
         """Mark the run complete (marker last), then swap it into place if it replaces an older run."""
         write_manifest(self.path, RUN_MARKER, skip=UNHASHED, stage=stage, schema_version=SCHEMA_VERSION)

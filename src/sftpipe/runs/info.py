@@ -30,6 +30,13 @@ class TemplateInfo(BaseModel):
     added_tokens: list[str] = []
     end_of_turn_ids: list[int] = []
 
+    @classmethod
+    def of(cls, renderer, end_of_turn_ids: list[int]) -> TemplateInfo:
+        """The template record of a `render.Renderer` (its template's name, sha256 and text, its added tokens)."""
+        t = renderer.template
+        return cls(name=t.name, sha256=t.sha256, source=t.source, added_tokens=renderer.added_tokens,
+                   end_of_turn_ids=end_of_turn_ids)
+
 
 class RunInfo(BaseModel):
     """The contents of run.json. `config` is the whole validated project config the run was started with."""

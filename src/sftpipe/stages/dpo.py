@@ -23,10 +23,9 @@ from ..dpo.encode import EncodedPairs, encode_pairs
 from ..dpo.pairs import iter_pairs
 from ..dpo.reference import check_compatible, load_policy, load_reference_model, resolve_reference
 from ..errors import ConfigError
-from ..io import write_jsonl
 from ..models import cache_dir
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
-from ..runs import write_card, write_serving_files
+from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
 from ..train.data import HASH_DEFINITION, data_hash
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
@@ -138,9 +137,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         data={**hashes, "hash_definition": HASH_DEFINITION, "train": {"files": dcfg.train, **summary},
               "eval": {"files": dcfg.eval, **evals.summary()} if evals else None},
-        template=TemplateInfo(name=renderer.template.name, sha256=renderer.template.sha256,
-                              source=renderer.template.source, added_tokens=renderer.added_tokens,
-                              end_of_turn_ids=eot_ids),
+        template=TemplateInfo.of(renderer, eot_ids),
         mask_report={"examples": 2 * len(train.rows), "tokens": summary["tokens"],
                      "trained_tokens": summary["chosen_tokens"] + summary["rejected_tokens"],
                      "trained_share": round((summary["chosen_tokens"] + summary["rejected_tokens"])
@@ -150,12 +147,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     info.git_commit = (info.git or {}).get("commit")
     if main:
         sample = [renderer.render(p.conversation("chosen"))[0] for p in train.pairs[:PARITY_EXAMPLES]]
-        info.parity = write_serving_files(folder.path, tokenizer, sample,
-                                          generation_config(base_path, tokenizer, eot_ids, pad_id))
-        rejects = train.rejects + (evals.rejects if evals else [])
-        if rejects:
-            write_jsonl(folder.path / "rejects.jsonl", rejects)
-        folder.write_info(info)
+        folder.write_start(info, tokenizer, sample, generation_config(base_path, tokenizer, eot_ids, pad_id),
+                           train.rejects + (evals.rejects if evals else []))
     if progress and main:
         show.dpo_start(info, dcfg)
 

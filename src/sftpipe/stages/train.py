@@ -17,10 +17,9 @@ from pathlib import Path
 
 from ..config import SftpipeConfig
 from ..dataset import build_renderer
-from ..io import write_jsonl
 from ..models import EMBEDDED, resolve_model
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
-from ..runs import write_card, write_serving_files
+from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
 from ..train.data import (HASH_DEFINITION, ItemCollator, ItemDataset, effective_batch, end_of_turn_ids, load_split,
                           resolve_batching, resolve_max_tokens, resolve_pad_multiple)
@@ -105,20 +104,14 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         micro_batch_max_tokens=max_tokens, pad_to_multiple_of=pad_multiple if batching == "padded" else None,
         data={**hashes, "hash_definition": HASH_DEFINITION, "train": train.summary(),
               "eval": evals.summary() if evals else None},
-        template=TemplateInfo(name=renderer.template.name, sha256=renderer.template.sha256,
-                              source=renderer.template.source, added_tokens=renderer.added_tokens,
-                              end_of_turn_ids=eot_ids),
+        template=TemplateInfo.of(renderer, eot_ids),
         mask_report=train.mask.to_dict(), eval_mask_report=evals.mask.to_dict() if evals else None,
         versions=versions(), git=git, git_commit=(git or {}).get("commit"),
         resumed_from=(old.resumed_from if old else []) + ([resume_from.name] if resume_from else []))
     if main:
         sample = (train.examples + (evals.examples if evals else []))[: tcfg.parity_examples]
-        info.parity = write_serving_files(folder.path, tokenizer, sample,
-                                          generation_config(base_path, tokenizer, eot_ids, pad_id))
-        rejects = train.rejects + (evals.rejects if evals else [])
-        if rejects:
-            write_jsonl(folder.path / "rejects.jsonl", rejects)
-        folder.write_info(info)
+        folder.write_start(info, tokenizer, sample, generation_config(base_path, tokenizer, eot_ids, pad_id),
+                           train.rejects + (evals.rejects if evals else []))
     if progress and main:
         show.train_start(info, tcfg)
 
