@@ -202,8 +202,8 @@ def test_eval_sets(default):
     users = lambda rows: ["\n".join(m["content"] for m in r["messages"] if m["role"] == "user") for r in rows]
     export = users(read_jsonl(default.files["export"]))
     for key in ("redteam", "compliance", "decisions"):  # no eval prompt is (nearly) a training prompt, as doctor says
-        shares = overlap(export, users(read_jsonl(default.files[key])))
-        assert max(shares) < COPIED and not set(export) & set(users(read_jsonl(default.files[key]))), key
+        prompts = users(read_jsonl(default.files[key]))
+        assert max(overlap(export, prompts)) < COPIED and not set(export) & set(prompts), key
     decisions = read_jsonl(default.files["decisions"])
     assert all(r["expect"]["refund_offer"] == ("```json" in r["reference"]) for r in decisions)
     assert len({r["category"] for r in decisions}) == 5

@@ -18,9 +18,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..doctor.text import NgramIndex
 from ..io import atomic_write_bytes, write_jsonl
 from . import noise as nz
-from ..doctor.text import NgramIndex
 from .evalsets import make_compliance, make_redteam, make_decisions, training_push
 from .facts import CATEGORIES, CATEGORY_WEIGHTS, allocate, make_facts
 from .general import make_general
