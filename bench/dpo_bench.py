@@ -11,11 +11,11 @@ side runs in its own subprocess with the same environment and reports:
 - peak RSS: VmHWM from /proc/self/status at the end of the process;
 - the loss per step.
 
-Sides: `sftpipe` (pairs tokenized by sftpipe's renderer, reference log-probs precomputed once, length-grouped
-micro-batches) and `trl` (TRL 1.16 stock: it tokenizes the conversational records itself, computes the reference
+Sides: `sftpipe` (pairs tokenized by sftpipe's renderer, one row per pair with the prompt computed once and each
+reply masked from the other, reference log-probs precomputed once, length-grouped micro-batches) and `trl` (TRL 1.16 stock: it tokenizes the conversational records itself, computes the reference
 with the adapter disabled at every step, random batches).
 
-    .venv/bin/python bench/dpo_bench.py [--n 16] [--steps 4]
+    .venv/bin/python bench/dpo_bench.py [--n 32] [--steps 8]
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def _ratio(a: float, b: float) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=16, help="preference pairs (one epoch is n / (2 x 2) steps)")
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--n", type=int, default=32, help="preference pairs (one epoch is n / (2 x 2) steps)")
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--sides", default="sftpipe,trl")
     ap.add_argument("--out", default=str(HERE / "results" / "dpo_bench.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)

@@ -200,6 +200,8 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
                 row["labels"] += [IGNORE_INDEX] + list(ex["labels"][1:])
                 row["position_ids"] += range(n)
                 row["seq_lens"].append(n)
+                if "example" in ex:  # which examples a pack holds (train.data counts examples seen)
+                    row.setdefault("examples", []).append(ex["example"])
             packs.append(row)
     tokens = sum(sum(p["seq_lens"]) for p in packs)
     slots = len(packs) * max_length

@@ -70,6 +70,9 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
     assert (out / "runs" / "harbor" / "eval" / "report.html").stat().st_size > 0
     written = json.loads((out / "summary.json").read_text())
     assert written["sft"] == summary["sft"] and written["met"]["held-out loss"] in (True, False)
+    curated = [json.loads(x) for x in (out / "curated" / "train.jsonl").read_text().splitlines()]
+    assert written["examples_seen"] == run["examples_seen"] and set(run["examples_seen"]) - {"(none)"} <= {
+        r["category"] for r in curated} and sum(run["examples_seen"].values()) >= run["config"]["train"]["max_steps"]
     decisions = [k for k in written["sft"] if k.startswith("decision: ")]  # one row per threshold rule, vs majority
     assert len(decisions) >= 5 and all(written["targets"][k].startswith("> majority ") for k in decisions)
     assert written["targets"]["shape-rule violation rate"] == "<= base / 5" and "shape-rule" in res.stdout

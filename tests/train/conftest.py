@@ -25,7 +25,7 @@ def _conversation(rng: random.Random, i: int) -> dict:
     if i % 3 == 0:  # a second exchange, so examples differ in length and in trained-token count
         msgs += [{"role": "user", "content": "And doubled?"},
                  {"role": "assistant", "content": f"Doubled, that is {2 * (a + b)}."}]
-    return {"id": i, "messages": msgs}
+    return {"id": i, "category": "two_turns" if i % 3 == 0 else "one_turn", "messages": msgs}
 
 
 @pytest.fixture(scope="session")

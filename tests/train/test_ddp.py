@@ -29,8 +29,9 @@ def test_two_processes_match_one_process_with_accumulation(make_cfg, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     two_dir = one.run_dir.parent / "two"
     info = json.loads((two_dir / "run.json").read_text())
-    assert info["world_size"] == 2 and info["effective_batch"] == json.loads(
-        (one.run_dir / "run.json").read_text())["effective_batch"]
+    one_info = json.loads((one.run_dir / "run.json").read_text())
+    assert info["world_size"] == 2 and info["effective_batch"] == one_info["effective_batch"]
+    assert info["examples_seen"] == one_info["examples_seen"] and sum(info["examples_seen"].values()) > 8
     metrics = {n: [m for m in json.loads((d / "run.json").read_text())["metrics"] if "loss" in m]
                for n, d in (("one", one.run_dir), ("two", two_dir))}
     assert [m["num_input_tokens_seen"] for m in metrics["one"]] == [m["num_input_tokens_seen"]

@@ -109,4 +109,6 @@ def test_after_resume_run_json_covers_the_whole_run(make_cfg):
     want = json.loads((reference.run_dir / "run.json").read_text())["results"]
     got = json.loads((resumed.run_dir / "run.json").read_text())["results"]
     assert got["trained_tokens_seen"] == want["trained_tokens_seen"]
+    seen = [json.loads((r.run_dir / "run.json").read_text())["examples_seen"] for r in (reference, resumed)]
+    assert seen[0] == seen[1] and sum(seen[0].values()) > 6
     assert got["mean_train_loss"] == pytest.approx(want["mean_train_loss"], abs=RESUME_TOLERANCE)

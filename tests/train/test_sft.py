@@ -57,6 +57,11 @@ def test_run_json_records_config_data_template_masks_versions_and_metrics(llama3
     assert info["git_commit"] is None or len(info["git_commit"]) == 40
     steps = [m["step"] for m in info["metrics"] if "loss" in m]
     assert steps == list(range(1, 8))
+    # 7 steps of at most 4 examples each, counted by the record's category from the micro-batches trained on
+    seen = info["examples_seen"]
+    assert set(seen) == {"one_turn", "two_turns"} and 7 < sum(seen.values()) <= 7 * 4
+    last = [m for m in info["metrics"] if "loss" in m][-1]  # logged every step, so the last log has them all
+    assert {g: last[f"examples_seen/{g}"] for g in seen} == seen
     evals = {m["step"]: m["eval_loss"] for m in info["metrics"] if "eval_loss" in m}
     assert sorted(evals) == [3, 6, 7]
     best = min(evals, key=evals.get)

@@ -208,7 +208,8 @@ def write_demo_report(out_dir: Path, summary: dict[str, Any] | None = None) -> P
     charts = [*curves(sft_run, "SFT"), *(curves(models[2]["run"], "DPO") if len(models) > 2 else [])]
     html = env.from_string(source).render(
         summary=summary, labels=[m["label"] for m in models], headline=headline_rows(summary),
-        has_dpo=len(models) > 2, seconds=summary.get("seconds") or {}, charts=charts, categories=per_category(models),
+        has_dpo=len(models) > 2, seconds=summary.get("seconds") or {}, charts=charts,
+        seen=summary.get("examples_seen") or {}, categories=per_category(models),
         rules=per_rule(models), samples=samples(models),
         reports=[(m["label"], (m["run"] / "eval" / "report.html").relative_to(out_dir)) for m in models[1:]
                  if (m["run"] / "eval" / "report.html").is_file() and m["run"].is_relative_to(out_dir)])

@@ -8,10 +8,11 @@ and the reference adapter copy for a pretrained adapter. What changes:
 - `_precompute_ref_logps` keeps the reference log-probs in a safetensors file keyed by the tokenized data and the
   reference weights' sha256, so a re-run or a --resume does not recompute them;
 - the training sampler groups pairs of similar length into micro-batches (seeded, the same after a resume);
-- for a LoRA policy and the sigmoid / ipo / hinge losses, log-probs come from `sftpipe.dpo.logps` (completion
-  positions only, the frozen output layer in chunks) instead of TRL's fused head, whose CPU fallback makes several
-  whole passes per vocabulary chunk for statistics it only logs; the loss and the reward metrics are TRL's
-  formulas (checked equal to TRL's `_compute_loss` in the tests); entropy / logits / token-accuracy logs are left out.
+- for the sigmoid / ipo / hinge losses, a pair is one row (`sftpipe.dpo.shared_prefix`: the prompt once, each reply
+  masked from the other) and log-probs come from `sftpipe.dpo.logps` (completion positions only, a frozen output layer
+  in chunks) instead of TRL's two rows per pair and fused head, whose CPU fallback makes several whole passes per
+  vocabulary chunk for statistics it only logs; the loss and the reward metrics are TRL's formulas (checked equal to
+  TRL's `_compute_loss` in the tests); entropy / logits / token-accuracy logs are left out.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from torch.utils.data import Sampler
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.utils import use_adapter
 
-from .logps import lean_head, sequence_logps
+from .logps import lean_head, pair_logps
+from .shared_prefix import SharedPrefixCollator
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 LORA_LR, FULL_LR = 1e-5, 1e-6  # see sftpipe.config.DpoConfig
@@ -104,6 +106,15 @@ class GroupedSampler(Sampler):
         return iter([i for b in batches for i in b])
 
 
+def _lean_loss(args, model) -> bool:
+    """Whether the run's loss is one the lean path computes: TRL's sigmoid / ipo / hinge formulas, no label
+    smoothing, LD weighting, f-divergence or router auxiliary loss (mixture-of-experts models keep TRL's path)."""
+    return (args is not None and len(args.loss_type) == 1 and args.loss_type[0] in LEAN_LOSSES
+            and not args.label_smoothing and args.ld_alpha is None and not args.use_weighting
+            and args.f_divergence_type == "reverse_kl"
+            and not hasattr(model.config.get_text_config(), "output_router_logits"))
+
+
 class PreferenceTrainer(DPOTrainer):
     """DPOTrainer on pre-tokenized pairs, with a reference log-prob cache and length-grouped batches."""
 
@@ -112,24 +123,25 @@ class PreferenceTrainer(DPOTrainer):
         self._ref_cache = ref_cache or {}
         self._group = group_by_length
         model = kwargs.get("model", args[0] if args else None)
-        self._lean = lean_head(model) if lean and not isinstance(model, str) else None
+        lean = lean and not isinstance(model, str) and kwargs.get("data_collator") is None
+        self._lean = lean_head(model) if lean and _lean_loss(kwargs.get("args"), model) else None
+        if self._lean is not None:
+            tok = kwargs.get("processing_class")
+            tok = getattr(tok, "tokenizer", tok)
+            kwargs["data_collator"] = SharedPrefixCollator(tok.pad_token_id if tok.pad_token_id is not None
+                                                           else tok.eos_token_id)
         super().__init__(*args, **kwargs)
-        if self._lean is not None and (len(self.loss_types) != 1 or self.loss_types[0] not in LEAN_LOSSES
-                                       or self.label_smoothing or self.ld_alpha is not None or self.use_weighting
-                                       or self.f_divergence_type != "reverse_kl" or self.aux_loss_enabled):
-            self._lean = None
 
     # -- lean log-probs (LoRA): completion positions only, chunked output layer ---------------------------------
     def _ref_context(self):
-        if self.ref_model is None:
-            unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self.ref_model is None and hasattr(unwrapped, "peft_config"):  # the SFT adapter, before any update
             return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
         return contextlib.nullcontext()
 
     def _logps(self, model, inputs) -> torch.Tensor:
         backbone, head = self._lean if model is not self.ref_model else lean_head(model)
-        return sequence_logps(backbone, head, inputs["input_ids"], inputs["attention_mask"],
-                              inputs["completion_mask"])
+        return pair_logps(backbone, head, inputs)
 
     def compute_ref_log_probs(self, model, inputs):
         if self._lean is None:
@@ -138,8 +150,9 @@ class PreferenceTrainer(DPOTrainer):
             return self._logps(self.ref_model or self.model, inputs).chunk(2, dim=0)
 
     def _compute_loss(self, model, inputs, return_outputs):
-        if self._lean is None or return_outputs:
+        if self._lean is None:
             return super()._compute_loss(model, inputs, return_outputs)
+        assert not return_outputs, "prediction_loss_only is set: DPO evaluation needs no logits"
         mode = "train" if self.model.training else "eval"
         chosen_logps, rejected_logps = self._logps(model, inputs).chunk(2, dim=0)
         if self.precompute_ref_logps:
@@ -153,8 +166,7 @@ class PreferenceTrainer(DPOTrainer):
         elif loss_type == "hinge":
             per_pair = torch.relu(1 - self.beta * delta)
         else:  # ipo, length-normalised as TRL does
-            c_mask, r_mask = inputs["completion_mask"].chunk(2, dim=0)
-            ipo = chosen_ratio / c_mask.sum(1).clamp(min=1) - rejected_ratio / r_mask.sum(1).clamp(min=1)
+            ipo = chosen_ratio / inputs["chosen_lengths"] - rejected_ratio / inputs["rejected_lengths"]
             per_pair = (ipo - 1 / (2 * self.beta)) ** 2
         loss = per_pair.mean() * self.loss_weights[0]
         if mode == "train":
@@ -213,7 +225,8 @@ def dpo_arguments(dcfg, *, output_dir: str, lr: float, precision: str, device: s
         fp16=False, use_cpu=device == "cpu", eval_strategy="steps" if has_eval else "no", eval_steps=dcfg.eval_steps,
         save_strategy="steps", save_steps=dcfg.save_steps, save_total_limit=dcfg.save_total_limit,
         logging_steps=dcfg.logging_steps, logging_first_step=True, report_to=report_to, disable_tqdm=True,
-        remove_unused_columns=False, gradient_checkpointing=False, activation_checkpointing=False,
+        remove_unused_columns=False, prediction_loss_only=True, gradient_checkpointing=False,
+        activation_checkpointing=False,
         beta=dcfg.beta, loss_type=[dcfg.loss], max_length=None, precompute_ref_log_probs=dcfg.precompute_ref_log_probs,
         precompute_ref_batch_size=2 * dcfg.batch_size, dataloader_num_workers=0, disable_dropout=True,
         load_best_model_at_end=has_eval and dcfg.early_stopping_patience is not None,

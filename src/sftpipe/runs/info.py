@@ -55,6 +55,7 @@ class RunInfo(BaseModel):
     world_size: int = 1
     learning_rate: float | None = None
     effective_batch: dict[str, float] = {}
+    examples_seen: dict[str, int] = {}  # training examples stepped through, per record category (SFT)
     vocab_size: int | None = None
     trainable_parameters: int | None = None
     micro_batch_max_tokens: int | None = None

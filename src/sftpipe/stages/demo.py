@@ -23,6 +23,7 @@ from ..demo.rules_report import eval_rules
 from ..demo.summary import (PROFILES, REPORTED, dpo_bars, dpo_verdicts, headline, load_demo_config, majority,
                             side_by_side, targets, verdicts)
 from ..io import atomic_write_text
+from ..runs import read_info
 from . import curate as curate_stage
 from . import dpo as dpo_stage
 from . import doctor as doctor_stage
@@ -138,7 +139,7 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
     rules = dpo.pop("rules")  # per model: shape-rule rate per category, each decision rule's n, accuracy, baseline
     atomic_write_text(out_dir / "summary.json", json.dumps(
         {**summary, "met": verdicts(summary), "targets": targets(summary), "run_dir": str(trained.run_dir),
-         "dpo": dpo, "rules": rules,
+         "dpo": dpo, "rules": rules, "examples_seen": read_info(out_dir / trained.run_dir).examples_seen,
          "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=2) + "\n")
     console.print(summary_table(summary))
     console.print(dpo_table(dpo["table"], dpo["majority"]))

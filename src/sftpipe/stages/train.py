@@ -21,8 +21,8 @@ from ..models import EMBEDDED, resolve_model
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
-from ..train.data import (HASH_DEFINITION, ItemCollator, ItemDataset, effective_batch, end_of_turn_ids, load_split,
-                          resolve_batching, resolve_max_tokens, resolve_pad_multiple)
+from ..train.data import (HASH_DEFINITION, ItemCollator, ItemDataset, effective_batch, end_of_turn_ids,
+                          example_groups, load_split, resolve_batching, resolve_max_tokens, resolve_pad_multiple)
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
 from ..train.load import check_mode, choose_precision, device_kind, learning_rate, load_for_training
 from . import show
@@ -119,6 +119,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     trainer = SftTrainer(model=model, args=args, train_dataset=ItemDataset(train.items),
                          eval_dataset=ItemDataset(evals.items) if evals else None,
                          data_collator=ItemCollator(batching, pad_id, pad_multiple), loss_positions=tcfg.loss_positions,
+                         example_groups=example_groups(train.examples),
                          callbacks=callbacks(tcfg, folder.path, has_eval, [show.TrainProgress()] if progress else []))
     from transformers import PrinterCallback
 
@@ -128,6 +129,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     if main:
         point_adapter_at_hub_id(folder.path, info.base_model)
     state = trainer.state
+    info.examples_seen = trainer.examples_seen()
     res = results(state, round(time.perf_counter() - t0, 2))
     info.best_checkpoint = res.pop("best_checkpoint")
     if main:

@@ -151,7 +151,7 @@ def make_items(examples: list[Example], *, batching: str, batch_size: int, max_l
     >>> sorted(sorted(len(r["input_ids"]) for r in it["rows"]) for it in items)
     [[2, 3], [4, 5]]
     """
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels, "example": i} for i, e in enumerate(examples)]
     if batching == "padded" and max_tokens is not None:
         return _padded(rows, batch_size, max_tokens, max_length, overflow, seed, pad_multiple)
     if batching == "padded":
@@ -179,8 +179,8 @@ class ItemDataset(torch.utils.data.Dataset):
 
 class ItemCollator:
     """Collates the single item the loader hands over (batch size 1) into model inputs, plus `trained_index`
-    (the positions the loss is computed at, see trainer.TrainedPositions). Padded rows are widened to a multiple
-    of `pad_multiple`."""
+    (the positions the loss is computed at, see trainer.TrainedPositions) and `example_index` (the examples it
+    holds). Padded rows are widened to a multiple of `pad_multiple`."""
 
     def __init__(self, batching: str, pad_token_id: int, pad_multiple: int = 1):
         self.batching = batching
@@ -191,8 +191,11 @@ class ItemCollator:
         if len(features) != 1:
             raise ValueError(f"got {len(features)} items per loader batch; each item is a whole micro-batch, so "
                              "fix: keep per_device_train_batch_size=1 (set train.batch_size instead)")
-        batch = self._collate(features[0]["rows"])
+        rows = features[0]["rows"]
+        batch = self._collate(rows)
         batch["trained_index"] = trained_index(batch["labels"])
+        if all("example" in r or "examples" in r for r in rows):  # which examples this micro-batch trains on
+            batch["example_index"] = torch.tensor([i for r in rows for i in r.get("examples", [r.get("example")])])
         return batch
 
 
@@ -233,6 +236,16 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
     return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
                      all_rejects)
+
+
+def example_groups(examples: list[Example], key: str = "category") -> list[str]:
+    """Each example's group for the examples-seen count: its record's `key` field, else "(none)".
+
+    >>> from sftpipe.render import Example
+    >>> example_groups([Example([1], [1], "", meta={"category": "refund"}), Example([1], [1], "")])
+    ['refund', '(none)']
+    """
+    return [str(e.meta.get(key) or "(none)") for e in examples]
 
 
 def effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str, float]:

@@ -160,7 +160,7 @@ def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None
 class SftTrainer(Trainer):
     """Trainer with the trained-token loss, token throughput in the logs and a token-weighted eval loss."""
 
-    def __init__(self, *args, loss_positions: str = "trained", **kwargs):
+    def __init__(self, *args, loss_positions: str = "trained", example_groups: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         base = self.accelerator.unwrap_model(self.model)
         self.head = TrainedPositions(base) if loss_positions == "trained" else None
@@ -172,8 +172,17 @@ class SftTrainer(Trainer):
         self._trained_before: int | None = None  # trained tokens of the run before a resume (from its logs)
         self._eval_totals = torch.zeros(2, dtype=torch.float64)
         self._session = (None, 0)  # (wall time of the first step this session, tokens seen then)
+        # examples trained on per group (the record's category): counted per micro-batch from its example_index
+        self._group_names = sorted(set(example_groups or []))
+        self._group_of = torch.tensor([self._group_names.index(g) for g in example_groups or []], dtype=torch.long)
+        self._group_seen = torch.zeros(len(self._group_names), dtype=torch.long)
+        self._groups_before: dict[str, int] | None = None  # counts of the run before a resume (from its logs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        examples = inputs.pop("example_index", None)
+        if model.training and examples is not None and len(self._group_names):
+            self._group_seen += torch.bincount(self._group_of[examples.cpu()], minlength=len(self._group_names))
         loss_sum, n = token_loss_sum(model, inputs, self.head)
         if not model.training:
             self._eval_totals += torch.tensor([loss_sum.item(), float(n)], dtype=torch.float64)
@@ -213,11 +222,24 @@ class SftTrainer(Trainer):
                 self._trained_before = next((int(m["trained_tokens_seen"]) for m in reversed(self.state.log_history)
                                              if "trained_tokens_seen" in m), 0)
             logs["trained_tokens_seen"] = self._trained_before + int(seen.item())
+            logs.update({f"examples_seen/{g}": n for g, n in self.examples_seen().items()})
             t0, tokens0 = self._session
             if t0 is not None:
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 logs["tokens_per_second"] = round((self.state.num_input_tokens_seen - tokens0) / elapsed, 2)
         super().log(logs, start_time)
+
+
+    def examples_seen(self) -> dict[str, int]:
+        """Examples trained on so far per group, over all processes and (after a resume) the run before it.
+        Every process must call it (it reduces across them)."""
+        seen = self._group_seen.to(self.args.device)
+        if self.args.world_size > 1:
+            seen = self.accelerator.reduce(seen, reduction="sum")
+        if self._groups_before is None:  # on resume, the restored logs carry the counts so far
+            last = next((m for m in reversed(self.state.log_history) if "trained_tokens_seen" in m), {})
+            self._groups_before = {g: int(last.get(f"examples_seen/{g}", 0)) for g in self._group_names}
+        return {g: self._groups_before[g] + int(n) for g, n in zip(self._group_names, seen.tolist())}
 
 
 def training_arguments(tcfg, *, output_dir: str, lr: float, precision: str, device: str, batching: str,
