@@ -223,6 +223,22 @@ def test_near_duplicates_never_straddle_the_split():
     assert any(where[f"f{k}-0"] == "eval" for k in range(10)) and any(where[f"f{k}-0"] == "train" for k in range(10))
 
 
+def test_conversations_alike_as_a_whole_never_straddle_the_split_even_when_prompts_differ():
+    """Short, different prompts with one long shared reply: the prompts alone would not tie them (doctor compares
+    whole conversations and would find the pair across train and eval)."""
+    convs = corpus_for_split()
+    for k in range(10):
+        reply = "We are sorry about the delay. " + " ".join(f"k{k}r{i}" for i in range(40))
+        for j in range(3):
+            convs.append(conv(f"family {k} member {j} asks zz{k}{j}", reply, category="refund", id=f"f{k}-{j}"))
+    where = {}
+    for threshold in (0.7, 0.99):  # the default ties them; nearly off, some family straddles the split
+        out = Split(SplitConfig(eval_ratio=0.3, seed=3, conversation_threshold=threshold)).assign(convs)
+        where[threshold] = {c.meta["id"]: name for name, cs in out.items() for c in cs}
+    spans = {t: [len({w[f"f{k}-{j}"] for j in range(3)}) for k in range(10)] for t, w in where.items()}
+    assert spans[0.7] == [1] * 10 and max(spans[0.99]) == 2
+
+
 def test_near_groups_join_identical_texts_without_listing_their_pairs(monkeypatch):
     from sftpipe.curate.minhash import NearIndex
 

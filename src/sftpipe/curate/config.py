@@ -188,7 +188,8 @@ class SplitConfig(_Section):
     eval_ratio: float = Field(0.08, ge=0.0, lt=1.0)
     splits: dict[str, float] | None = None  # e.g. {train: 0.9, eval: 0.08, test: 0.02}; overrides eval_ratio
     seed: int = 0
-    group_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # MinHash similarity that ties records to one group
+    group_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # prompt MinHash similarity that ties records to a group
+    conversation_threshold: float = Field(0.7, gt=0.0, lt=1.0)  # the same for whole conversations (not system)
 
     @model_validator(mode="after")
     def _ratios(self) -> SplitConfig:

@@ -2,7 +2,9 @@
 
 Records are first tied into groups: MinHash LSH (rensa) on the prompt links any two records whose shingle
 Jaccard similarity is at least `group_threshold` (lower than the dedup threshold, so the near-duplicates that
-dedup kept are caught too), and linked records form one group (union-find). Each group takes the stratum
+dedup kept are caught too), MinHash on the whole conversation links those at least `conversation_threshold` alike
+(below the dedup threshold too: a MinHash estimate near the threshold misses some pairs whose exact similarity
+reaches it, and `sftpipe doctor` measures exactly), and linked records form one group (union-find). Each group takes the stratum
 (`by` field) of its first record. Within each stratum, groups are shuffled with the seed and each goes to the
 split furthest below its target count. Nothing is dropped here; each split keeps input order.
 """
@@ -22,11 +24,15 @@ from .shingles import shingles
 MISSING = "(none)"
 
 
-def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle: int = 5, seed: int = 0) -> list[int]:
+def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle: int = 5, seed: int = 0,
+                also: tuple[list[str], float] | None = None) -> list[int]:
     """A group number per text: texts linked by MinHash similarity >= threshold share one (union-find). Texts
     that normalize to the same words join at once; only distinct ones go to the index (`NearIndex.groups`).
+    `also` is a second view of the same records, (texts, threshold), whose links are added.
 
     >>> near_groups(["where is my order 1 please help", "where is my order 2 please help", "refund"], 0.3, shingle=2)
+    [0, 0, 2]
+    >>> near_groups(["a b", "c d", "e f"], 0.9, shingle=1, also=(["x y z", "x y z w", "q"], 0.5))
     [0, 0, 2]
     """
     parent = list(range(len(texts)))
@@ -41,19 +47,26 @@ def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle
         ra, rb = find(a), find(b)
         parent[max(ra, rb)] = min(ra, rb)
 
-    first: dict[str, int] = {}
-    distinct: list[int] = []
-    for i, text in enumerate(texts):
-        norm = norm_text(text)
-        j = first.setdefault(norm, i) if norm else i  # a text without words is never linked
-        if j == i:
-            distinct.append(i)
-        else:
-            union(j, i)
-    for i, group in zip(distinct, NearIndex(threshold, num_perm, shingle, "word", seed).groups(
-            [texts[i] for i in distinct])):
-        union(distinct[group], i)
+    for view, thr in [(texts, threshold)] + ([also] if also else []):
+        first: dict[str, int] = {}
+        distinct: list[int] = []
+        for i, text in enumerate(view):
+            norm = norm_text(text)
+            j = first.setdefault(norm, i) if norm else i  # a text without words is never linked
+            if j == i:
+                distinct.append(i)
+            else:
+                union(j, i)
+        for i, group in zip(distinct, NearIndex(thr, num_perm, shingle, "word", seed).groups(
+                [view[i] for i in distinct])):
+            union(distinct[group], i)
     return [find(i) for i in range(len(texts))]
+
+
+def dialogue_text(conv: Conversation) -> str:
+    """Every non-system message, role-tagged: the whole-conversation key (a system prompt shared by the whole
+    dataset would make short conversations look alike)."""
+    return "\n".join(f"{m.role}: {m.content}" for m in conv.messages if m.role != "system")
 
 
 def stratum(conv: Conversation, field: str | None) -> str:
@@ -77,7 +90,8 @@ class Split:
         if not any(shingles(t, 5) for t in texts):
             groups = list(range(len(convs)))
         else:
-            groups = near_groups(texts, self.cfg.group_threshold, seed=self.cfg.seed)
+            groups = near_groups(texts, self.cfg.group_threshold, seed=self.cfg.seed,
+                                 also=([dialogue_text(c) for c in convs], self.cfg.conversation_threshold))
         members: dict[int, list[int]] = defaultdict(list)
         for i, g in enumerate(groups):
             members[g].append(i)
