@@ -12,8 +12,9 @@ side runs in its own subprocess with the same environment and reports:
 - the loss per step.
 
 Sides: `sftpipe` (pairs tokenized by sftpipe's renderer, one row per pair with the prompt computed once and each
-reply masked from the other, reference log-probs precomputed once, length-grouped micro-batches) and `trl` (TRL 1.16 stock: it tokenizes the conversational records itself, computes the reference
-with the adapter disabled at every step, random batches).
+reply masked from the other, reference log-probs precomputed once, length-grouped micro-batches) and `trl` (TRL
+1.16 stock: it tokenizes the conversational records itself, two rows per pair, computes the reference with the
+adapter disabled at every step, random batches).
 
     .venv/bin/python bench/dpo_bench.py [--n 32] [--steps 8]
 """

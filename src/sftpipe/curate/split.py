@@ -4,9 +4,9 @@ Records are first tied into groups: MinHash LSH (rensa) on the prompt links any 
 Jaccard similarity is at least `group_threshold` (lower than the dedup threshold, so the near-duplicates that
 dedup kept are caught too), MinHash on the whole conversation links those at least `conversation_threshold` alike
 (below the dedup threshold too: a MinHash estimate near the threshold misses some pairs whose exact similarity
-reaches it, and `sftpipe doctor` measures exactly), and linked records form one group (union-find). Each group takes the stratum
-(`by` field) of its first record. Within each stratum, groups are shuffled with the seed and each goes to the
-split furthest below its target count. Nothing is dropped here; each split keeps input order.
+reaches it, and `sftpipe doctor` measures exactly), and linked records form one group (union-find). Each group
+takes the stratum (`by` field) of its first record. Within each stratum, groups are shuffled with the seed and each
+goes to the split furthest below its target count. Nothing is dropped here; each split keeps input order.
 """
 
 from __future__ import annotations
