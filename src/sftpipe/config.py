@@ -92,6 +92,8 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     batching: Literal["auto", "packed", "padded"] = "auto"  # auto: packed on GPU, length-grouped padded on CPU
     loss_positions: Literal["trained", "all"] = "trained"  # lm_head + loss only where labels are trained
+    category_floor: float = Field(0.0, ge=0, lt=1)  # > 0: record categories below this share of the training
+    # examples are repeated (seeded) up to it, so a rare category is seen often enough in a short run
     eval_steps: int = Field(50, ge=1)
     save_steps: int | None = Field(None, ge=1)  # default: eval_steps
     save_total_limit: int | None = Field(3, ge=1)
@@ -140,6 +142,8 @@ class DpoConfig(Section):
     on_error: Literal["fail", "skip"] = "fail"  # skip: bad pairs go to rejects.jsonl with their reason
     beta: float = Field(0.1, gt=0)
     loss: Literal[DPO_LOSSES] = "sigmoid"  # type: ignore[valid-type]
+    sft_weight: float = Field(0.0, ge=0)  # > 0: plus TRL's `sft` loss (the chosen reply's mean token NLL) at this
+    # weight (RPO), so the pass raises the chosen reply instead of only sinking the rejected one
     lr: float | None = Field(None, gt=0)  # default: 1e-5 for LoRA, 1e-6 for full (see above)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "linear"
     warmup_ratio: float = Field(0.1, ge=0, lt=1)

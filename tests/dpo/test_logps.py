@@ -27,8 +27,9 @@ def _rows(renderer, n=4):
         for i in range(n)]
 
 
-@pytest.mark.parametrize("loss,lora", [("sigmoid", True), ("ipo", True), ("sigmoid", False)])
-def test_lean_loss_metrics_and_gradients_equal_trls(tmp_path, loss, lora):
+@pytest.mark.parametrize("loss,lora,sft", [("sigmoid", True, 0), ("ipo", True, 0), ("sigmoid", False, 0),
+                                          ("sigmoid", True, 0.5)])
+def test_lean_loss_metrics_and_gradients_equal_trls(tmp_path, loss, lora, sft):
     renderer = build_renderer(load_config())
     tok = renderer.tokenizer
     rows = _rows(renderer)
@@ -37,13 +38,15 @@ def test_lean_loss_metrics_and_gradients_equal_trls(tmp_path, loss, lora):
     if lora:
         model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
                                                  init_lora_weights=False))
-    cfg = load_config(overrides=[f"dpo.loss={loss}", "dpo.batch_size=4", "dpo.precompute_ref_log_probs=false"])
+    cfg = load_config(overrides=[f"dpo.loss={loss}", f"dpo.sft_weight={sft}", "dpo.batch_size=4",
+                                 "dpo.precompute_ref_log_probs=false"])
     args = dpo_arguments(cfg.dpo, output_dir=str(tmp_path), lr=1e-3, precision="fp32", device="cpu",
                          has_eval=False, report_to=[])
     ref = None if lora else tiny_model(tok)
     trainer = PreferenceTrainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tok)
     assert trainer._lean is not None and isinstance(trainer.data_collator, SharedPrefixCollator)
+    assert trainer.loss_types == [loss] + (["sft"] if sft else [])
     with torch.no_grad():  # move the policy away from its reference, so the loss is not ln 2
         for name, p in model.named_parameters():
             if ".default." in name or not lora:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
+import pytest
+
+from sftpipe.errors import ConfigError
 from sftpipe.render import Example
-from sftpipe.train.data import ItemCollator, make_items, resolve_pad_multiple
+from sftpipe.train.data import ItemCollator, example_groups, make_items, resolve_pad_multiple, upsample_floor
 
 
 def _examples(lengths: list[int]) -> list[Example]:
@@ -44,3 +48,19 @@ def test_doctests():
 
     result = doctest.testmod(sftpipe.train.data)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_category_floor_repeats_rare_categories_up_to_the_floor_and_keeps_every_example():
+    cats = ["order"] * 60 + ["refund"] * 25 + ["lockout"] * 5 + ["fraud"] * 3 + [None] * 7
+    exs = [Example([i + 1], [i + 1], "", meta={"category": c} if c else {}) for i, c in enumerate(cats)]
+    out, repeated = upsample_floor(exs, 0.1, seed=0)
+    assert out[:len(exs)] == exs  # the originals, in order, then the repeats
+    share = Counter(example_groups(out))
+    assert all(n / len(out) >= 0.1 for n in share.values()), share
+    assert set(repeated) == {"lockout", "fraud", "(none)"} and share["order"] == 60 and share["refund"] == 25
+    assert sum(repeated.values()) == len(out) - len(exs)
+    by_id = {id(e): c for e, c in zip(exs, cats)}
+    assert all(by_id[id(e)] == e.meta.get("category") for e in out[len(exs):])  # a repeat comes from its group
+    assert upsample_floor(exs, 0.1, seed=0)[0] == out and upsample_floor(exs, 0.1, seed=1)[0] != out
+    with pytest.raises(ConfigError, match="category_floor: 0.25 x 5 categories"):
+        upsample_floor(exs, 0.25, seed=0)

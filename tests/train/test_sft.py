@@ -28,6 +28,15 @@ def test_a_few_steps_make_the_loss_fall(make_cfg):
     assert sum(losses[-3:]) / 3 < losses[0] - 0.2, losses  # measured: 10.81 -> 10.44
 
 
+def test_category_floor_repeats_the_rare_category_in_the_training_examples(make_cfg):
+    info = json.loads((run(make_cfg("train.category_floor=0.45", "train.max_steps=2"), progress=False).run_dir
+                       / "run.json").read_text())
+    train = info["data"]["train"]  # 48 records: 32 one_turn, 16 two_turns (tests/train/conftest.py)
+    added = train["repeated"]["two_turns"]
+    assert set(train["repeated"]) == {"two_turns"} and train["examples"] == 48 + added
+    assert (16 + added) / (48 + added) >= 0.45 > (16 + added - 1) / (48 + added - 1)
+
+
 @pytest.fixture(scope="module")
 def llama3_run(tiny_dir, data_dir, tmp_path_factory):
     """LoRA with a template whose control tokens the tokenizer lacks (resized, trained rows), eval every 3 steps,

@@ -107,9 +107,10 @@ class GroupedSampler(Sampler):
 
 
 def _lean_loss(args, model) -> bool:
-    """Whether the run's loss is one the lean path computes: TRL's sigmoid / ipo / hinge formulas, no label
-    smoothing, LD weighting, f-divergence or router auxiliary loss (mixture-of-experts models keep TRL's path)."""
-    return (args is not None and len(args.loss_type) == 1 and args.loss_type[0] in LEAN_LOSSES
+    """Whether the run's loss is one the lean path computes: TRL's sigmoid / ipo / hinge formulas (plus its `sft`
+    term), no label smoothing, LD weighting, f-divergence or router auxiliary loss (mixture-of-experts models keep
+    TRL's path)."""
+    return (args is not None and args.loss_type[0] in LEAN_LOSSES and args.loss_type[1:] in ([], ["sft"])
             and not args.label_smoothing and args.ld_alpha is None and not args.use_weighting
             and args.f_divergence_type == "reverse_kl"
             and not hasattr(model.config.get_text_config(), "output_router_logits"))
@@ -169,6 +170,8 @@ class PreferenceTrainer(DPOTrainer):
             ipo = chosen_ratio / inputs["chosen_lengths"] - rejected_ratio / inputs["rejected_lengths"]
             per_pair = (ipo - 1 / (2 * self.beta)) ** 2
         loss = per_pair.mean() * self.loss_weights[0]
+        if len(self.loss_types) > 1:  # TRL's "sft": mean NLL over every chosen token of the batch
+            loss = loss - chosen_logps.sum() / inputs["chosen_lengths"].sum() * self.loss_weights[1]
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
             self._total_train_tokens += tokens // self._tp_size
@@ -227,7 +230,9 @@ def dpo_arguments(dcfg, *, output_dir: str, lr: float, precision: str, device: s
         logging_steps=dcfg.logging_steps, logging_first_step=True, report_to=report_to, disable_tqdm=True,
         remove_unused_columns=False, prediction_loss_only=True, gradient_checkpointing=False,
         activation_checkpointing=False,
-        beta=dcfg.beta, loss_type=[dcfg.loss], max_length=None, precompute_ref_log_probs=dcfg.precompute_ref_log_probs,
+        beta=dcfg.beta, loss_type=[dcfg.loss] + (["sft"] if dcfg.sft_weight else []),
+        loss_weights=[1.0, dcfg.sft_weight] if dcfg.sft_weight else None, max_length=None,
+        precompute_ref_log_probs=dcfg.precompute_ref_log_probs,
         precompute_ref_batch_size=2 * dcfg.batch_size, dataloader_num_workers=0, disable_dropout=True,
         load_best_model_at_end=has_eval and dcfg.early_stopping_patience is not None,
         metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False if has_eval else None,

@@ -8,6 +8,7 @@ so N processes at batch b see exactly the micro-batches one process sees at grad
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class SplitData:
     mask: MaskReport
     records_in: int
     rejects: list[dict] = field(default_factory=list)
+    repeated: dict[str, int] = field(default_factory=dict)  # examples repeated per category (train.category_floor)
 
     @property
     def tokens(self) -> int:
@@ -63,7 +65,8 @@ class SplitData:
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts for run.json."""
         return {"files": self.files, "hash": self.hash, "records_in": self.records_in,
-                "rejected": len(self.rejects), "examples": len(self.examples), "micro_batches": len(self.items),
+                "rejected": len(self.rejects), "examples": len(self.examples), "repeated": self.repeated,
+                "micro_batches": len(self.items),
                 "tokens": self.batching.tokens, "trained_tokens": self.mask.trained_tokens,
                 "batching": {k: v for k, v in vars(self.batching).items() if k != "dropped"}}
 
@@ -230,12 +233,15 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     if not examples:
         raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(rejects)} rejected, "
                                      f"reasons {mask.rejected}); fix: check the files and render.max_length"])
+    repeated: dict[str, int] = {}
+    if split == "train" and cfg.train.category_floor:
+        examples, repeated = upsample_floor(examples, cfg.train.category_floor, seed)
     items, report = make_items(examples, batching=batching, batch_size=cfg.train.batch_size,
                                max_length=cfg.render.max_length, overflow=cfg.render.overflow, seed=seed,
                                max_tokens=max_tokens, pad_multiple=pad_multiple)
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
     return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
-                     all_rejects)
+                     all_rejects, repeated)
 
 
 def example_groups(examples: list[Example], key: str = "category") -> list[str]:
@@ -246,6 +252,45 @@ def example_groups(examples: list[Example], key: str = "category") -> list[str]:
     ['refund', '(none)']
     """
     return [str(e.meta.get(key) or "(none)") for e in examples]
+
+
+def upsample_floor(examples: list[Example], floor: float, seed: int, key: str = "category"
+                   ) -> tuple[list[Example], dict[str, int]]:
+    """Examples plus repeats of every group (record field `key`, see `example_groups`) below `floor` of the total,
+    until each reaches it; repeats are drawn in seeded shuffled passes over the group. Returns (examples, repeats
+    per group).
+
+    >>> from sftpipe.render import Example
+    >>> exs = [Example([i], [i], "", meta={"category": c}) for i, c in enumerate("aaaaaaaab")]
+    >>> out, added = upsample_floor(exs, 0.2, seed=0)
+    >>> added, [e.meta["category"] for e in out].count("b") / len(out)
+    ({'b': 1}, 0.2)
+    """
+    groups = example_groups(examples, key)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    if floor * len(members) >= 1:
+        raise ConfigError("config", [f"train.category_floor: {floor:g} x {len(members)} categories >= 1, so no "
+                                     f"share can reach it; fix: set it below {1 / len(members):.3f} or to 0"])
+    low: set[str] = set()
+    while True:  # the total grows with every repeat, so a group can fall below the floor once others are raised
+        rest = sum(len(m) for g, m in members.items() if g not in low)
+        total = rest / (1 - floor * len(low))
+        more = {g for g, m in members.items() if g not in low and len(m) < floor * total}
+        if not more:
+            break
+        low |= more
+    rng = random.Random(seed)
+    out, added = list(examples), {}
+    for g in sorted(low):
+        need = math.ceil(floor * total) - len(members[g])
+        draws: list[int] = []
+        while len(draws) < need:
+            draws += rng.sample(members[g], len(members[g]))
+        out += [examples[i] for i in draws[:need]]
+        added[g] = need
+    return out, added
 
 
 def effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str, float]:
