@@ -117,7 +117,8 @@ def _lean_loss(args, model) -> bool:
 
 
 class PreferenceTrainer(DPOTrainer):
-    """DPOTrainer on pre-tokenized pairs, with a reference log-prob cache and length-grouped batches."""
+    """DPOTrainer on pre-tokenized pairs (one row each on the lean path), with a reference log-prob cache and
+    length-grouped batches."""
 
     def __init__(self, *args, ref_cache: dict[str, Path] | None = None, group_by_length: bool = True,
                  lean: bool = True, **kwargs):
@@ -133,7 +134,7 @@ class PreferenceTrainer(DPOTrainer):
                                                            else tok.eos_token_id)
         super().__init__(*args, **kwargs)
 
-    # -- lean log-probs (LoRA): completion positions only, chunked output layer ---------------------------------
+    # -- lean log-probs: one row per pair, completion positions only ---------------------------------------------
     def _ref_context(self):
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self.ref_model is None and hasattr(unwrapped, "peft_config"):  # the SFT adapter, before any update

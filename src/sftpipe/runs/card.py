@@ -39,12 +39,22 @@ def hyperparameters(info: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
+def loss_name(dpo: dict[str, Any]) -> str:
+    """The DPO loss as configured: `sigmoid`, or `sigmoid + 1 x sft` with an sft term.
+
+    >>> loss_name({"loss": "sigmoid", "sft_weight": 1.0}), loss_name({"loss": "ipo"})
+    ('sigmoid + 1 x sft', 'ipo')
+    """
+    weight = dpo.get("sft_weight") or 0
+    return f"{dpo['loss']} + {weight:g} x sft" if weight else dpo["loss"]
+
+
 def dpo_hyperparameters(info: dict[str, Any]) -> dict[str, Any]:
     """A DPO run's knobs (its `dpo` section), with the reference it started from."""
     d = info["config"]["dpo"]
-    keys = ("beta", "loss", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum",
-            "max_length", "max_prompt_length", "precompute_ref_log_probs", "seed")
-    return {"mode": info["mode"], "learning_rate": info["learning_rate"], **{k: d[k] for k in keys},
+    keys = ("beta", "loss", "sft_weight", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size",
+            "grad_accum", "max_length", "max_prompt_length", "precompute_ref_log_probs", "seed")
+    return {"mode": info["mode"], "learning_rate": info["learning_rate"], **{k: d.get(k) for k in keys},
             "precision": info["precision"], "world_size": info["world_size"]}
 
 
@@ -98,7 +108,7 @@ def _summary(info: dict[str, Any]) -> str:
     ref, d = info.get("reference") or {}, info["config"]["dpo"]
     return (f"DPO preference pass ({info['mode']}) of `{info['base_model']}` made with sftpipe, from the SFT run "
             f"`{ref.get('name')}` ({ref.get('checkpoint') or 'final weights'}, sha256 `{ref.get('sha256')}`) as its "
-            f"reference: beta {d['beta']}, loss {d['loss']}, {info['data']['train'].get('pairs')} preference pairs "
+            f"reference: beta {d['beta']}, loss {loss_name(d)}, {info['data']['train'].get('pairs')} preference pairs "
             f"(data hash `{info['data']['train_hash']}`).")
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from transformers import TrainerCallback
 
 from ..evaluate.report import pct
+from ..runs import loss_name
 
 console = Console()
 err_console = Console(stderr=True)
@@ -145,8 +146,8 @@ def dpo_start(info, dcfg) -> None:
     """The line that says what the preference pass is about to train, and against which reference."""
     ref = info.reference or {}
     print(f"[dpo] {info.mode} on {info.device} ({info.precision}): {info.data['train']['pairs']} pairs, beta "
-          f"{dcfg.beta}, loss {dcfg.loss}, lr {info.learning_rate:g}, {dcfg.batch_size} pairs x grad_accum "
-          f"{dcfg.grad_accum} per step; reference {ref.get('name')} {ref.get('checkpoint') or '(final)'} "
+          f"{dcfg.beta}, loss {loss_name(dcfg.model_dump())}, lr {info.learning_rate:g}, {dcfg.batch_size} pairs x "
+          f"grad_accum {dcfg.grad_accum} per step; reference {ref.get('name')} {ref.get('checkpoint') or '(final)'} "
           f"sha256 {str(ref.get('sha256'))[:12]}", flush=True)
 
 
