@@ -194,3 +194,23 @@ def test_the_cache_folder_follows_the_cache_root(tmp_path, monkeypatch):
 def test_doctests():
     result = doctest.testmod(cache_mod)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_the_source_digest_follows_eval_code_only(tmp_path):
+    """A change in training, DPO or the CLI keeps the baseline entry warm; one in evaluate, generate, render or a
+    config section the eval reads makes a new key."""
+    src = Path(cache_mod.__file__).resolve().parents[1]
+    before = cache_mod.source_digest(src)
+
+    def edited(name: str, files: tuple[str, ...]) -> str:
+        root = tmp_path / name  # a new folder each time (source_digest is cached per folder)
+        shutil.copytree(src, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for f in files:
+            (root / f).write_text((root / f).read_text() + "\n# edited\n")
+        return cache_mod.source_digest(root)
+
+    assert edited("same", ()) == before
+    assert edited("other", ("train/trainer.py", "dpo/logps.py", "stages/eval.py", "demo/generate.py", "cli.py")) \
+        == before
+    for i, f in enumerate(("evaluate/evaluator.py", "generate/engine.py", "render.py", "curate/config.py")):
+        assert edited(f"eval{i}", (f,)) != before, f

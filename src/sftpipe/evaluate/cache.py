@@ -60,11 +60,22 @@ def model_digest(folder: Path) -> str:
     return digest_files(folder, [p for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES])
 
 
+# What an eval result cannot depend on: evaluate and generate import neither the verbs above them nor the other
+# stage libraries (import-linter contract "Eval results", pyproject.toml), and the layers below import none of
+# them but the config sections that sftpipe.config collects (kept), so a change there keeps the cache warm.
+NOT_EVAL_SOURCE = ("cli.py", "__main__.py", "stages", "demo", "curate", "train", "dpo", "serve", "review", "doctor",
+                   "export")
+EVAL_CONFIG = (("curate", "config.py"), ("serve", "config.py"))
+
+
 @functools.cache
-def source_digest() -> str:
-    """sha256 over sftpipe's own source and shipped data files, so any code change makes new keys."""
-    root = Path(__file__).resolve().parents[1]
+def source_digest(root: Path | None = None) -> str:
+    """sha256 over the sftpipe source and shipped data files an eval can run (evaluate and the layers below it),
+    so a change there makes new keys."""
+    root = root or Path(__file__).resolve().parents[1]
     return digest_files(root, [p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"
+                               and (p.relative_to(root).parts[0] not in NOT_EVAL_SOURCE
+                                    or p.relative_to(root).parts in EVAL_CONFIG)
                                and not any(part == "__pycache__" or part.startswith(".")
                                            for part in p.relative_to(root).parts)])
 
