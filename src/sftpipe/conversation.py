@@ -78,6 +78,12 @@ class Conversation:
             msgs.append(d)
         return {**self.meta, "messages": msgs}
 
+    def dialogue_text(self) -> str:
+        """Every non-system message's content, role-tagged, as one string: the whole-conversation near-duplicate
+        key of curate's split and doctor (a system prompt shared by the whole dataset would make short
+        conversations look alike)."""
+        return "\n".join(f"{m.role}: {m.content}" for m in self.messages if m.role != "system")
+
     @property
     def label(self) -> str:
         """A short human name for error messages: the record id if any, else file:line."""

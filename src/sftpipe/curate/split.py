@@ -63,12 +63,6 @@ def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle
     return [find(i) for i in range(len(texts))]
 
 
-def dialogue_text(conv: Conversation) -> str:
-    """Every non-system message, role-tagged: the whole-conversation key (a system prompt shared by the whole
-    dataset would make short conversations look alike)."""
-    return "\n".join(f"{m.role}: {m.content}" for m in conv.messages if m.role != "system")
-
-
 def stratum(conv: Conversation, field: str | None) -> str:
     """The record's stratum: the string value of `field` in its meta, or "(none)"."""
     value = conv.meta.get(field) if field else None
@@ -91,7 +85,7 @@ class Split:
             groups = list(range(len(convs)))
         else:
             groups = near_groups(texts, self.cfg.group_threshold, seed=self.cfg.seed,
-                                 also=([dialogue_text(c) for c in convs], self.cfg.conversation_threshold))
+                                 also=([c.dialogue_text() for c in convs], self.cfg.conversation_threshold))
         members: dict[int, list[int]] = defaultdict(list)
         for i, g in enumerate(groups):
             members[g].append(i)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .checks_plan import _label
 from .context import Context
-from .text import COPIED, conversation_text, near_pairs, overlap, prompt_text
+from .text import COPIED, near_pairs, overlap, prompt_text
 
 REQUIRED_STAGES = ("pii", "dedup", "quality")  # the checklist's "deduplication, PII scrubbing, and quality scoring"
 NEAR_DUP_RATE = 0.01  # share of training records with a near-duplicate left in train
@@ -112,7 +112,7 @@ def near_duplicates(ctx: Context) -> Outcome:
     if not ctx.train:
         return skip("no training data (data.train is empty or missing)")
     thr = ctx.cfg.curate.dedup.near.threshold
-    texts = [conversation_text(c) for c in ctx.train]
+    texts = [c.dialogue_text() for c in ctx.train]
     pairs = near_pairs(texts, threshold=thr)
     dups = sorted({j for _, j, _ in pairs})
     rate = len(dups) / len(texts)
@@ -124,7 +124,7 @@ def near_duplicates(ctx: Context) -> Outcome:
                           f"above {NEAR_DUP_RATE:.0%} (e.g. {ex})",
                           "enable curate.dedup.near (or lower its threshold) and re-run `sftpipe curate`"))
     if ctx.eval:
-        shared = near_pairs([conversation_text(c) for c in ctx.eval], texts, threshold=thr)
+        shared = near_pairs([c.dialogue_text() for c in ctx.eval], texts, threshold=thr)
         if shared:
             ex = ", ".join(f"eval {_label(ctx.eval[i], i)}~train {_label(ctx.train[j], j)} ({s})"
                            for i, j, s in shared[:3])
@@ -226,8 +226,8 @@ def held_out_split(ctx: Context) -> Outcome:
     train_ids = {str(c.meta["id"]) for c in ctx.train if c.meta.get("id") is not None}
     eval_ids = [str(c.meta["id"]) for c in ctx.eval if c.meta.get("id") is not None]
     leaked = [i for i in eval_ids if i in train_ids]
-    texts = {conversation_text(c) for c in ctx.train}
-    copies = [_label(c, i) for i, c in enumerate(ctx.eval) if conversation_text(c) in texts]
+    texts = {c.dialogue_text() for c in ctx.train}
+    copies = [_label(c, i) for i, c in enumerate(ctx.eval) if c.dialogue_text() in texts]
     if leaked or copies:
         ex = ", ".join(dict.fromkeys(leaked[:3] + copies[:3]))
         found.append(fail(f"{len(set(leaked) | set(copies))}/{len(ctx.eval)} eval records are in train (ids or "

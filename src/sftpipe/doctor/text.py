@@ -34,12 +34,6 @@ def shingles(text: str, n: int = 5) -> set[str]:
     return {" ".join(w[i:i + n]) for i in range(max(1, len(w) - n + 1))} if w else set()
 
 
-def conversation_text(conv: Conversation) -> str:
-    """Every non-system message's content, role-tagged, as one string (the near-duplicate key: a system prompt
-    shared by the whole dataset would make short conversations look alike)."""
-    return "\n".join(f"{m.role}: {m.content}" for m in conv.messages if m.role != "system")
-
-
 def prompt_text(conv: Conversation) -> str:
     """The user turns of a conversation."""
     return "\n".join(m.content for m in conv.messages if m.role == "user")

@@ -74,10 +74,17 @@ def source_digest(root: Path | None = None) -> str:
     so a change there makes new keys."""
     root = root or Path(__file__).resolve().parents[1]
     return digest_files(root, [p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"
-                               and (p.relative_to(root).parts[0] not in NOT_EVAL_SOURCE
-                                    or p.relative_to(root).parts in EVAL_CONFIG)
-                               and not any(part == "__pycache__" or part.startswith(".")
-                                           for part in p.relative_to(root).parts)])
+                               and _eval_source(p.relative_to(root).parts)])
+
+
+def _eval_source(parts: tuple[str, ...]) -> bool:
+    """Whether a file (its path parts under the package) is source an eval can run.
+
+    >>> [_eval_source(p) for p in (("render.py",), ("train", "data.py"), ("curate", "config.py"), ("a", ".b"))]
+    [True, False, True, False]
+    """
+    return ((parts[0] not in NOT_EVAL_SOURCE or parts in EVAL_CONFIG)
+            and not any(part == "__pycache__" or part.startswith(".") for part in parts))
 
 
 def serving_template(ref: str, template: str) -> dict:
