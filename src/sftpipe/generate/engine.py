@@ -91,7 +91,8 @@ class Engine:
                                                          is not None else stop_ids[0])
         self.device = next(model.parameters()).device
         layers = DynamicCache(config=model.config).layers
-        self.max_batch = max_batch if all(type(x) is DynamicLayer for x in layers) else 1
+        self.slack = all(type(x) is DynamicLayer for x in layers)  # plain full attention: SlackLayer storage
+        self.max_batch = max_batch if self.slack else 1
         self.rows: list[_Row] = []
         self.cache = None
         self.mask = None  # (rows, columns) 1 = real token, 0 = left padding
@@ -137,14 +138,18 @@ class Engine:
         return self._advance(out.logits[:, -1, :], self.rows)
 
     def _join(self, cache, mask, rows: list[_Row]) -> None:
+        from .kv import SlackLayer
+
         if not self.rows:
+            if self.slack:
+                cache.layers = [SlackLayer([(x.keys, x.values)], mask.shape[1]) for x in cache.layers]
             self.cache, self.mask, self.rows = cache, mask, rows
             return
-        grow, extra = mask.shape[1] - self.mask.shape[1], self.mask.shape[1] - mask.shape[1]
-        for old, new in zip(self.cache.layers, cache.layers):
-            old.keys = torch_cat0(_pad_left(old.keys, max(grow, 0), 2), _pad_left(new.keys, max(extra, 0), 2))
-            old.values = torch_cat0(_pad_left(old.values, max(grow, 0), 2), _pad_left(new.values, max(extra, 0), 2))
-        self.mask = torch_cat0(_pad_left(self.mask, max(grow, 0), 1), _pad_left(mask, max(extra, 0), 1))
+        width = max(mask.shape[1], self.mask.shape[1])
+        self.cache.layers = [SlackLayer([(old.keys, old.values), (new.keys, new.values)], width)
+                             for old, new in zip(self.cache.layers, cache.layers)]
+        self.mask = torch_cat0(_pad_left(self.mask, width - self.mask.shape[1], 1),
+                               _pad_left(mask, width - mask.shape[1], 1))
         self.rows = self.rows + rows
 
     def _advance(self, logits, rows: list[_Row]) -> list[tuple[object, Generation]]:
@@ -204,9 +209,9 @@ class Engine:
         self.mask = self.mask.index_select(0, index)
         lead = int((self.mask.cumsum(-1) == 0).sum(-1).min())
         self.mask = self.mask[:, lead:]
+        assert self.slack, "only plain full-attention caches hold more than one row"
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, lead:]
-            layer.values = layer.values.index_select(0, index)[:, :, lead:]
+            layer.select(index, lead)
 
 
 def torch_cat0(a, b):
