@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
+from collections import Counter
+
 import pytest
 
 from sftpipe.conversation import Conversation, Message
-from sftpipe.dataset import build_examples
+import sftpipe.dataset
+from sftpipe.dataset import build_examples, stratified_indices
 from sftpipe.errors import RecordError
 from sftpipe.render import ChatRenderer
 from sftpipe.templates import load_template
@@ -51,3 +55,18 @@ def test_truncate_never_leaves_an_untrained_example(renderer):
     conv = Conversation([Message("user", "word " * 200), Message("assistant", "fine")], {"id": "u"})
     _, rejects, _ = build_examples([conv], renderer, max_length=50, truncation="truncate", on_error="skip")
     assert [r["reason"] for r in rejects] == ["no_trained_tokens_after_truncation"]
+
+
+def test_stratified_indices_sample_every_category_in_proportion():
+    cats = ["order"] * 60 + ["refund"] * 30 + ["fraud"] * 6 + ["lockout"] * 3 + ["rare"]
+    picked = stratified_indices(cats, 20, seed=3)
+    counts = Counter(cats[i] for i in picked)
+    assert len(picked) == 20 == len(set(picked)) and picked == sorted(picked)
+    assert set(counts) == set(cats)  # the first 20 would be 'order' only
+    assert counts["order"] > counts["refund"] > counts["fraud"] >= 1
+    assert stratified_indices(cats, 20, seed=3) == picked and stratified_indices(cats, 20, seed=4) != picked
+    assert stratified_indices(cats, 500) == list(range(len(cats)))
+
+
+def test_doctests():
+    assert doctest.testmod(sftpipe.dataset).failed == 0

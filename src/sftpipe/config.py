@@ -95,6 +95,8 @@ class TrainConfig(Section):
     category_floor: float = Field(0.0, ge=0, lt=1)  # > 0: record categories below this share of the training
     # examples are repeated (seeded) up to it, so a rare category is seen often enough in a short run
     eval_steps: int = Field(50, ge=1)
+    eval_limit: int | None = Field(None, ge=1)  # held-out loss during training on at most this many data.eval
+    # records, stratified by category (seeded); a CPU run's curve costs less, and `sftpipe eval` still reads them all
     save_steps: int | None = Field(None, ge=1)  # default: eval_steps
     save_total_limit: int | None = Field(3, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)  # evals without improvement before stopping

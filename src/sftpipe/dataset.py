@@ -1,7 +1,9 @@
-"""Conversations -> masked examples within `max_length`, with a mask report that accounts for every record."""
+"""Conversations -> masked examples within `max_length`, with a mask report that accounts for every record; a
+stratified sample of records by category."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -174,3 +176,31 @@ def read_data(cfg, paths: list[str], key: str, *, on_error: str | None = None):
         raise ConfigError(key, [f"{', '.join(map(str, paths))}: no records; fix: check the file(s), or pass "
                                 "--set data.allow_empty=true if an empty input is expected"])
     return read
+
+
+def stratified_indices(categories: list[str], n: int, seed: int = 0) -> list[int]:
+    """Indices of `n` records drawn per category in proportion to its size (largest remainder; every category
+    gets one while n allows), at random within a category (seeded); returned in file order.
+
+    >>> picked = stratified_indices(["a"] * 8 + ["b"] * 2 + ["c"], 4)
+    >>> sorted(Counter(("a" * 8 + "bb" + "c")[i] for i in picked).items())
+    [('a', 2), ('b', 1), ('c', 1)]
+    """
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        groups.setdefault(c, []).append(i)
+    if n >= len(categories):
+        return list(range(len(categories)))
+    quota = {c: 1 if n >= len(groups) else 0 for c in groups}
+    left = n - sum(quota.values())
+    share = {c: left * len(g) / len(categories) for c, g in groups.items()}
+    for c in groups:
+        quota[c] += min(int(share[c]), len(groups[c]) - quota[c])
+    order = sorted(groups, key=lambda c: (-(share[c] - int(share[c])), -len(groups[c]), c))
+    while sum(quota.values()) < n:  # remainders first; then any category with records left
+        c = next(c for c in order if quota[c] < len(groups[c]))
+        quota[c] += 1
+        order.remove(c)
+        order.append(c)
+    rng = random.Random(seed)
+    return sorted(i for c, g in groups.items() for i in rng.sample(g, quota[c]))

@@ -124,18 +124,3 @@ def test_length_control_equals_raw_without_length_difference():
 
 def test_doctests():
     assert doctest.testmod(stats).failed == 0
-
-
-def test_eval_limit_samples_every_category_in_proportion():
-    from collections import Counter
-
-    from sftpipe.evaluate.items import stratified_indices
-
-    cats = ["order"] * 60 + ["refund"] * 30 + ["fraud"] * 6 + ["lockout"] * 3 + ["rare"]
-    picked = stratified_indices(cats, 20, seed=3)
-    counts = Counter(cats[i] for i in picked)
-    assert len(picked) == 20 == len(set(picked)) and picked == sorted(picked)
-    assert set(counts) == set(cats)  # the first 20 would be 'order' only
-    assert counts["order"] > counts["refund"] > counts["fraud"] >= 1
-    assert stratified_indices(cats, 20, seed=3) == picked and stratified_indices(cats, 20, seed=4) != picked
-    assert stratified_indices(cats, 500) == list(range(len(cats)))

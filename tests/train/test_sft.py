@@ -37,6 +37,16 @@ def test_category_floor_repeats_the_rare_category_in_the_training_examples(make_
     assert (16 + added) / (48 + added) >= 0.45 > (16 + added - 1) / (48 + added - 1)
 
 
+def test_eval_limit_scores_a_sample_of_the_eval_records(make_cfg):
+    cfg = make_cfg("train.eval_limit=6", "train.max_steps=3", eval=True)
+    result = run(cfg, progress=False)
+    info = json.loads((result.run_dir / "run.json").read_text())
+    evals = info["data"]["eval"]  # 12 records: 4 two_turns, 8 one_turn (tests/train/conftest.py)
+    assert (evals["records_in"], evals["examples"], evals["left_out"]) == (12, 6, 6)
+    assert info["data"]["train"]["left_out"] == 0
+    assert [m for m in info["metrics"] if "eval_loss" in m]  # the sample is what the in-training eval scores
+
+
 @pytest.fixture(scope="module")
 def llama3_run(tiny_dir, data_dir, tmp_path_factory):
     """LoRA with a template whose control tokens the tokenizer lacks (resized, trained rows), eval every 3 steps,

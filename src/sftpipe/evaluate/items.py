@@ -14,6 +14,7 @@ from typing import Any
 
 from ..checks import lookup
 from ..conversation import Conversation, Message
+from ..dataset import stratified_indices
 from ..errors import ConfigError, RecordError
 from ..readers import _rows, parse_record
 from .config import EvalSetConfig
@@ -122,36 +123,6 @@ def load_items(cfg: EvalSetConfig, schemas: dict[str, str] | None = None) -> lis
         keep = set(stratified_indices([it.category for it in items], cfg.limit, cfg.seed))
         items = [it for i, it in enumerate(items) if i in keep]
     return items
-
-
-def stratified_indices(categories: list[str], n: int, seed: int = 0) -> list[int]:
-    """Indices of `n` records drawn per category in proportion to its size (largest remainder; every category
-    gets one while n allows), at random within a category (seeded); returned in file order.
-
-    >>> picked = stratified_indices(["a"] * 8 + ["b"] * 2 + ["c"], 4)
-    >>> sorted(Counter(("a" * 8 + "bb" + "c")[i] for i in picked).items())
-    [('a', 2), ('b', 1), ('c', 1)]
-    """
-    import random
-
-    groups: dict[str, list[int]] = {}
-    for i, c in enumerate(categories):
-        groups.setdefault(c, []).append(i)
-    if n >= len(categories):
-        return list(range(len(categories)))
-    quota = {c: 1 if n >= len(groups) else 0 for c in groups}
-    left = n - sum(quota.values())
-    share = {c: left * len(g) / len(categories) for c, g in groups.items()}
-    for c in groups:
-        quota[c] += min(int(share[c]), len(groups[c]) - quota[c])
-    order = sorted(groups, key=lambda c: (-(share[c] - int(share[c])), -len(groups[c]), c))
-    while sum(quota.values()) < n:  # remainders first; then any category with records left
-        c = next(c for c in order if quota[c] < len(groups[c]))
-        quota[c] += 1
-        order.remove(c)
-        order.append(c)
-    rng = random.Random(seed)
-    return sorted(i for c, g in groups.items() for i in rng.sample(g, quota[c]))
 
 
 def category_counts(paths: list[str], key: str) -> Counter:

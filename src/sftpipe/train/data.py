@@ -19,7 +19,7 @@ import torch
 from ..collate import PackedCollator, PaddedCollator
 from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
 from ..curate.pipeline import require_curated
-from ..dataset import MaskReport, Tracker, build_examples, read_data
+from ..dataset import MaskReport, Tracker, build_examples, read_data, stratified_indices
 from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
 from ..readers import _rows
@@ -57,6 +57,7 @@ class SplitData:
     records_in: int
     rejects: list[dict] = field(default_factory=list)
     repeated: dict[str, int] = field(default_factory=dict)  # examples repeated per category (train.category_floor)
+    left_out: int = 0  # examples not drawn into the stratified sample (train.eval_limit)
 
     @property
     def tokens(self) -> int:
@@ -66,6 +67,7 @@ class SplitData:
         """JSON-ready counts for run.json."""
         return {"files": self.files, "hash": self.hash, "records_in": self.records_in,
                 "rejected": len(self.rejects), "examples": len(self.examples), "repeated": self.repeated,
+                "left_out": self.left_out,
                 "micro_batches": len(self.items),
                 "tokens": self.batching.tokens, "trained_tokens": self.mask.trained_tokens,
                 "batching": {k: v for k, v in vars(self.batching).items() if k != "dropped"}}
@@ -233,6 +235,10 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     if not examples:
         raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(rejects)} rejected, "
                                      f"reasons {mask.rejected}); fix: check the files and render.max_length"])
+    left_out = 0
+    if split == "eval" and cfg.train.eval_limit:
+        keep = set(stratified_indices(example_groups(examples), cfg.train.eval_limit, seed))
+        examples, left_out = [e for i, e in enumerate(examples) if i in keep], len(examples) - len(keep)
     repeated: dict[str, int] = {}
     if split == "train" and cfg.train.category_floor:
         examples, repeated = upsample_floor(examples, cfg.train.category_floor, seed)
@@ -241,7 +247,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
                                max_tokens=max_tokens, pad_multiple=pad_multiple)
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
     return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
-                     all_rejects, repeated)
+                     all_rejects, repeated, left_out)
 
 
 def example_groups(examples: list[Example], key: str = "category") -> list[str]:
