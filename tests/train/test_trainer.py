@@ -187,3 +187,23 @@ def test_bf16_lora_keeps_frozen_linears_half_and_everything_trained_fp32(make_cf
     trainer = _train(cfg, model, items, tmp_path, steps=3)
     losses = [m["loss"] for m in trainer.state.log_history if "loss" in m]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_load_doctests():
+    import doctest
+
+    import sftpipe.train.load
+
+    result = doctest.testmod(sftpipe.train.load)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+def test_auto_precision_is_fp32_when_torch_is_held_below_avx512():
+    import os
+    import subprocess
+    import sys
+
+    code = "from sftpipe.train.load import choose_precision; print(choose_precision('auto', 'cpu'))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "fp32"  # whatever this CPU's flags say: bf16 would be emulated

@@ -4,6 +4,7 @@ is `sftpipe.runs.load`."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,27 @@ def cpu_flags() -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
-def choose_precision(requested: str, device: str) -> str:
-    """`auto` -> bf16 on GPUs that support it (else fp16); on CPUs, bf16 autocast when the CPU has native bf16
-    dot products (avx512_bf16 / AMX; measured faster with the same loss curve, see bench/train_bench.py), else fp32.
+def native_cpu_bf16(flags: set[str] | None = None, capability: str | None = None, onednn_isa: str | None = None
+                    ) -> bool:
+    """True when this CPU has bf16 dot products (avx512_bf16 / AMX) and torch's kernels may use them: ATen's
+    capability is AVX-512 (`ATEN_CPU_CAPABILITY=avx2` holds it below) and `ONEDNN_MAX_CPU_ISA`, if set, allows
+    bf16. Held below, bf16 is emulated: several times slower than fp32.
+
+    >>> native_cpu_bf16({"avx512_bf16"}, "AVX512", None), native_cpu_bf16({"avx512_bf16"}, "AVX2", None)
+    (True, False)
+    >>> native_cpu_bf16({"amx_bf16"}, "AVX512", "avx2"), native_cpu_bf16({"amx_bf16"}, "AVX512", "AVX512_CORE_AMX")
+    (False, True)
     """
+    flags = cpu_flags() if flags is None else flags
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA", "") if onednn_isa is None else onednn_isa).upper()
+    isa_allows = not isa or isa in ("ALL", "DEFAULT") or any(x in isa for x in ("BF16", "AMX", "FP16", "AVX10"))
+    return bool(flags & set(CPU_BF16_FLAGS)) and capability.startswith("AVX512") and isa_allows
+
+
+def choose_precision(requested: str, device: str) -> str:
+    """`auto` -> bf16 on GPUs that support it (else fp16); on CPUs, bf16 autocast where `native_cpu_bf16` (measured
+    faster with the same loss curve, see bench/train_bench.py), else fp32."""
     if device == "cuda":
         if requested == "auto":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -46,7 +64,7 @@ def choose_precision(requested: str, device: str) -> str:
                                          "fix: set train.precision to fp16 or auto"])
         return requested
     if requested == "auto":
-        return "bf16" if cpu_flags() & set(CPU_BF16_FLAGS) else "fp32"
+        return "bf16" if native_cpu_bf16() else "fp32"
     if requested == "fp16":
         raise ConfigError("config", ["train.precision: fp16 needs a GPU; fix: set train.precision to auto, bf16 "
                                      "or fp32 on a CPU"])
