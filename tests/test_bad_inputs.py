@@ -124,3 +124,12 @@ def test_template_violations_name_the_template_file_and_line(body, expect, code,
     assert code_ == code and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"template '{template}' line 4" in err and expect in err and "fix:" in err.lower(), err
     assert "role order" not in err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_curate_with_a_missing_tokenizer_is_one_error_not_a_reject_per_record(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n", encoding="utf-8")
+    code, err = sftpipe(capsys, monkeypatch, "curate", "-i", src, "-o", tmp_path / "cur",
+                        "--set", f"model.name={tmp_path / 'no-such-model'}")
+    assert code in (1, 2) and "Traceback" not in err and "no-such-model" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cur").exists()

@@ -115,6 +115,8 @@ class Filters(RecordStage):
     def __init__(self, cfg: FiltersConfig, tokenizer=None, strict: bool = False):
         super().__init__(strict)
         self.cfg, self.tokenizer = cfg, tokenizer  # a tokenizer, a model reference (str) or None
+        if isinstance(tokenizer, str):
+            _load_tokenizer(tokenizer)  # here, so a missing tokenizer is one error, not a reject for every record
 
     def _tokenizer(self):
         return _load_tokenizer(self.tokenizer) if isinstance(self.tokenizer, str) else self.tokenizer

@@ -92,16 +92,27 @@ def evaluate_model(em: EvalModel, inp: Inputs) -> tuple[dict, dict[str, list[str
     metrics: dict = {"model": em.describe(), "sets": {}}
     replies: dict[str, list[str]] = {}
     for s in inp.sets:
-        metrics["sets"][s.name] = {}
+        items, entry = inp.items[s.name], {}
         if s.loss:
-            items = inp.items[s.name]
             inp.log(f"{em.label}: held-out loss on {s.name} ({len(items)} records)")
-            metrics["sets"][s.name]["loss"] = heldout_loss(em.model, em.renderer, items, inp.deciles,
-                                                           max_length=inp.max_length,
-                                                           tokens_per_batch=cfg.loss_tokens_per_batch)
-    gen_sets = [s.name for s in inp.sets if s.generate]
-    if gen_sets:
-        metrics["generation"] = generate_sets(em, inp, gen_sets, metrics["sets"], replies)
+            entry["loss"] = heldout_loss(em.model, em.renderer, items, inp.deciles, max_length=inp.max_length,
+                                         tokens_per_batch=cfg.loss_tokens_per_batch)
+        if s.generate:
+            inp.log(f"{em.label}: generating {len(items)} replies for {s.name}")
+            outputs, stats = generate(em.model, em.renderer, [it.prompt for it in items],
+                                      max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+                                      do_sample=gen.do_sample, temperature=gen.temperature, top_p=gen.top_p,
+                                      seed=gen.seed)
+            checks = [check_reply(o.text, it, inp.policy) for it, o in zip(items, outputs)]
+            entry["checks"] = summarize_checks(checks, [it.category for it in items])
+            entry["generation"] = stats.to_dict()
+            entry["generation"]["finished_by_length"] = sum(o.finish == "length" for o in outputs)
+            replies[s.name] = [o.text for o in outputs]
+            write_jsonl(folder / f"{s.name}.jsonl", [
+                {"id": it.id, "category": it.category, "prompt": it.prompt, "reference": it.target,
+                 "output": o.text, "new_tokens": o.new_tokens, "finish": o.finish, "schema": it.schema_name,
+                 "expected": it.expected, **c} for it, o, c in zip(items, outputs, checks)])
+        metrics["sets"][s.name] = entry
     if cfg.regression.ifeval or inp.general:
         inp.log(f"{em.label}: regression (IFEval subset {cfg.regression.ifeval_subset}, general NLL)")
         metrics["regression"], rows = run_regression(em, cfg.regression, gen, inp.general,
@@ -109,38 +120,11 @@ def evaluate_model(em: EvalModel, inp: Inputs) -> tuple[dict, dict[str, list[str
                                                      tokens_per_batch=cfg.loss_tokens_per_batch)
         if rows:
             write_jsonl(folder / "ifeval.jsonl", rows)
-    metrics["components"] = pooled_components([e["checks"] for e in metrics["sets"].values() if "checks" in e])
+    gen_sets = [e["checks"] for e in metrics["sets"].values() if "checks" in e]
+    metrics["components"] = pooled_components(gen_sets)
     if "ifeval" in metrics.get("regression", {}):
         metrics["components"]["ifeval"] = round(metrics["regression"]["ifeval"]["prompt_level_strict"], 4)
     return metrics, replies
-
-
-def generate_sets(em: EvalModel, inp: Inputs, names: list[str], entries: dict[str, dict],
-                  replies: dict[str, list[str]]) -> dict:
-    """Replies to the prompts of sets `names` in one engine call (the batch stays full across sets instead of
-    draining at the end of each), checked; fills `entries` and `replies` per set, writes each set's generations
-    and returns the call's throughput."""
-    gen = inp.cfg.generation
-    items = [it for name in names for it in inp.items[name]]
-    inp.log(f"{em.label}: generating {len(items)} replies for {', '.join(names)}")
-    outputs, stats = generate(em.model, em.renderer, [it.prompt for it in items], max_new_tokens=gen.max_new_tokens,
-                              batch_size=gen.batch_size, do_sample=gen.do_sample, temperature=gen.temperature,
-                              top_p=gen.top_p, seed=gen.seed)
-    start = 0
-    for name in names:
-        n = len(inp.items[name])
-        set_items, set_outputs = items[start:start + n], outputs[start:start + n]
-        start += n
-        checks = [check_reply(o.text, it, inp.policy) for it, o in zip(set_items, set_outputs)]
-        entries[name]["checks"] = summarize_checks(checks, [it.category for it in set_items])
-        entries[name]["generation"] = {"prompts": n, "new_tokens": sum(o.new_tokens for o in set_outputs),
-                                       "finished_by_length": sum(o.finish == "length" for o in set_outputs)}
-        replies[name] = [o.text for o in set_outputs]
-        write_jsonl(inp.out_dir / "generations" / em.label / f"{name}.jsonl", [
-            {"id": it.id, "category": it.category, "prompt": it.prompt, "reference": it.target, "output": o.text,
-             "new_tokens": o.new_tokens, "finish": o.finish, "schema": it.schema_name, "expected": it.expected, **c}
-            for it, o, c in zip(set_items, set_outputs, checks)])
-    return stats.to_dict()
 
 
 def compare(label: str, cand: dict, cand_replies: dict[str, list[str]], base: dict,
