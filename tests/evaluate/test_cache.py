@@ -72,7 +72,7 @@ def test_second_eval_of_the_same_baseline_is_a_hit(fake_run, demo_data, eval_cac
     assert third["baseline_cache"]["hit"] is True and third["baseline"]["ref"] == str(copy)
 
 
-def test_changed_item_or_generation_setting_is_a_miss(fake_run, demo_data, eval_cache, tmp_path):
+def test_changed_item_or_generation_setting_is_a_miss(fake_run, demo_data, eval_cache, tmp_path, monkeypatch):
     run_dir = fake_run()
     records = (demo_data / "eval" / "compliance.jsonl").read_text(encoding="utf-8").splitlines()[:2]
     eval_file = tmp_path / "set.jsonl"
@@ -94,6 +94,10 @@ def test_changed_item_or_generation_setting_is_a_miss(fake_run, demo_data, eval_
     assert len({changed["baseline_cache"]["key"], longer["baseline_cache"]["key"],
                 first["baseline_cache"]["key"]}) == 3
     assert len(list(eval_cache.iterdir())) == 3
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the same model and items on kernels held to AVX2
+    held, logs = _eval(raw, run_dir)
+    assert held["baseline_cache"]["hit"] is False and _generated_baseline(logs)
 
 
 def test_truncated_entry_is_a_miss_and_is_rewritten(fake_run, demo_data, eval_cache):

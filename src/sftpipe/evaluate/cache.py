@@ -109,7 +109,10 @@ def key_parts(ref: str, inp: Inputs, *, template: str, device: str) -> dict:
         "general": [dataclasses.asdict(it) for it in inp.general],
         "max_length": inp.max_length,
         "policy": {"kind": cfg.policy, "rules": sha256_file(cfg.rules) if cfg.rules else None},
-        "device": {"kind": device, "name": torch.cuda.get_device_name() if device == "cuda" else None},
+        "device": {"kind": device, "name": torch.cuda.get_device_name() if device == "cuda" else None,
+                   # kernels for another instruction set may round differently (ATEN_CPU_CAPABILITY, oneDNN)
+                   "cpu_kernels": [torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA")]
+                   if device == "cpu" else None},
         "versions": {"sftpipe": source_digest(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
