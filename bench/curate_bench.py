@@ -38,7 +38,7 @@ from sftpipe.config import load_config
 from sftpipe.curate.base import key_text
 from sftpipe.curate.minhash import NearIndex, lsh_bands
 from sftpipe.curate.shingles import shingles
-from sftpipe.curate.config import PiiConfig
+from sftpipe.config.curate import PiiConfig
 from sftpipe.curate.pii import Pii, find_pii
 from sftpipe.curate.pii_synth import make_set, score, score_by_type
 from sftpipe.demo.generate import generate

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from sftpipe.demo.generate import generate as make_demo
-from sftpipe.evaluate.config import EvalSetConfig
+from sftpipe.config.evaluate import EvalSetConfig
 from sftpipe.generate import generate, stop_token_ids
 from sftpipe.evaluate.items import load_items
 from sftpipe.models import load_model, load_tokenizer

@@ -38,7 +38,7 @@ from openai import AsyncOpenAI
 
 from sftpipe.config import load_config
 from sftpipe.demo.generate import generate as make_demo
-from sftpipe.evaluate.config import EvalSetConfig
+from sftpipe.config.evaluate import EvalSetConfig
 from sftpipe.evaluate.items import load_items
 from sftpipe.generate import generate, stop_token_ids
 from sftpipe.models import load_model, load_tokenizer, resolve_model

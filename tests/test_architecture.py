@@ -40,7 +40,11 @@ def copy(tmp_path_factory) -> Path:
     ("evaluate/score.py", "from ..demo import policy", "Layers"),
     ("runs/info.py", "from ..train import lifecycle", "Layers"),
     ("dataset.py", "import rich.progress", "Console only in stages and CLI"),
-    ("curate/filters.py", "from ..evaluate import stats", "Data flow curate-train-eval"),
+    ("curate/filters.py", "from ..evaluate import score", "Data flow curate-train-eval"),
+    ("train/data.py", "from ..curate import base", "Layers"),  # stage libraries are independent
+    ("review/stats.py", "from ..evaluate import score", "Layers"),
+    ("config/project.py", "from ..evaluate import score", "Layers"),  # config is on the ground floor
+    ("generate/engine.py", "from ..serve import app", "Eval results"),
 ])
 def test_each_contract_fails_on_a_wrong_way_import(copy, module, line, contract):
     path = copy / "src" / "sftpipe" / module
@@ -53,3 +57,13 @@ def test_each_contract_fails_on_a_wrong_way_import(copy, module, line, contract)
     assert out.returncode != 0
     broken = [ln for ln in out.stdout.splitlines() if " BROKEN" in ln]
     assert any(ln.split(" BROKEN")[0] == contract for ln in broken), out.stdout[-3000:]
+
+
+def test_a_module_no_layer_names_breaks_the_layers_contract(copy):
+    extra = copy / "src" / "sftpipe" / "unplaced.py"
+    extra.write_text('"""A new module nobody placed."""\n', encoding="utf-8")
+    try:
+        out = lint(copy)
+    finally:
+        extra.unlink()
+    assert out.returncode != 0 and "sftpipe.unplaced" in out.stdout, out.stdout[-3000:]

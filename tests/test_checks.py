@@ -22,7 +22,7 @@ from sftpipe.checks import (
     violations,
 )
 from sftpipe.conversation import Message
-from sftpipe.curate.config import PolicyConfig
+from sftpipe.config.curate import PolicyConfig
 from sftpipe.curate.policy import Policy
 from sftpipe.errors import ConfigError
 from sftpipe.evaluate.items import EvalItem

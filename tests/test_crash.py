@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sftpipe.commit import manifest_ok, read_manifest
-from sftpipe.curate.pipeline import MARKER as CURATE_MARKER
+from sftpipe.curated import MARKER as CURATE_MARKER
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "support_sample.jsonl"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -10,6 +10,7 @@ from typing import Any
 from collections.abc import Callable, Iterable
 
 
+from .config import DataConfig, ModelConfig, RenderConfig, TemplateConfig
 from .conversation import Conversation
 from .errors import ConfigError, RecordError
 from .io import require_files
@@ -159,20 +160,19 @@ def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max
     return examples, rejects, report
 
 
-def build_renderer(cfg) -> ChatRenderer:
-    """The tokenizer + template + masking policy that a config (`model`, `template`, `render`) names."""
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
-    return ChatRenderer(tokenizer, load_template(cfg.template.name, tokenizer), train_on=cfg.render.train_on,
-                        reasoning=cfg.render.reasoning)
+def build_renderer(model: ModelConfig, template: TemplateConfig, render: RenderConfig) -> ChatRenderer:
+    """The tokenizer + template + render options that the `model`, `template` and `render` sections name."""
+    tokenizer = load_tokenizer(model.tokenizer or model.name)
+    return ChatRenderer.configured(tokenizer, load_template(template.name, tokenizer), render)
 
 
-def read_data(cfg, paths: list[str], key: str, *, on_error: str | None = None):
-    """Read the `data` files named by config key `key` (e.g. data.train) as the config says: every file must exist,
-    and at least one record must be there unless data.allow_empty."""
+def read_data(data: DataConfig, paths: list[str], key: str, *, on_error: str | None = None):
+    """Read the files named by config key `key` (e.g. data.train) as the `data` section says: every file must
+    exist, and at least one record must be there unless data.allow_empty."""
     require_files(paths, key)
-    read = read_conversations(paths, format=cfg.data.format, column_map=cfg.data.column_map or None,
-                              on_error=on_error or cfg.data.on_error)
-    if read.n_in == 0 and not cfg.data.allow_empty:
+    read = read_conversations(paths, format=data.format, column_map=data.column_map or None,
+                              on_error=on_error or data.on_error)
+    if read.n_in == 0 and not data.allow_empty:
         raise ConfigError(key, [f"{', '.join(map(str, paths))}: no records; fix: check the file(s), or pass "
                                 "--set data.allow_empty=true if an empty input is expected"])
     return read

@@ -325,7 +325,8 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
             yield n, row, None
 
 
-def _rows(path: str | Path) -> Iterator[tuple[int, Any, RecordError | None]]:
+def raw_rows(path: str | Path) -> Iterator[tuple[int, Any, RecordError | None]]:
+    """(line or row number, parsed object, parse error or None) for each raw row of a JSONL or Parquet file."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
@@ -356,7 +357,7 @@ def iter_records(path: str | Path, *, format: str = "auto",
 
     Options and the file extension are checked at the call (ValueError), not at the first `next()`.
     """
-    cm, rows = _check_options(format, column_map), _rows(path)
+    cm, rows = _check_options(format, column_map), raw_rows(path)
     return (_convert(str(path), line, obj, err, format, cm) for line, obj, err in rows)
 
 
@@ -381,7 +382,7 @@ def read_conversations(paths: str | Path | list, *, format: str = "auto", column
     cm = _check_options(format, column_map)
     result = ReadResult()
     for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
-        for line, obj, err in _rows(path):
+        for line, obj, err in raw_rows(path):
             result.n_in += 1
             out = _convert(str(path), line, obj, err, format, cm)
             if isinstance(out, Conversation):

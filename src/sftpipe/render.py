@@ -45,6 +45,7 @@ from transformers.utils.chat_template_utils import (
     mark_control_tokens,
 )
 
+from .config import RenderConfig
 from .conversation import Conversation
 from .errors import RecordError, TemplateError
 from .templates import Template, prepare_tokenizer
@@ -173,6 +174,12 @@ class ChatRenderer:
         thought = {**probe[1], "content": "ok", **dict.fromkeys(_REASONING_KEYS, _REASONING)}
         self._renders_reasoning = _REASONING in self._probe([probe[0], thought])
         self._knows_reasoning = self._opens_think or self._renders_reasoning
+
+    @classmethod
+    def configured(cls, tokenizer, template: Template, render: RenderConfig) -> ChatRenderer:
+        """A renderer with every option of a `render` section: the one way training, eval, serving and doctor
+        build it, so a run is served with the options it was trained with."""
+        return cls(tokenizer, template, train_on=render.train_on, reasoning=render.reasoning)
 
     # -- rendering -------------------------------------------------------------------------------------------
     def render_text(self, messages: list[dict], *, add_generation_prompt: bool = False) -> str:

@@ -8,9 +8,10 @@ import shutil
 
 import pytest
 
-import sftpipe.curate.pipeline as pipeline
-from sftpipe.curate.config import CurateConfig
-from sftpipe.curate.pipeline import MARKER, require_curated, run_curate
+import sftpipe.curated as curated
+from sftpipe.config.curate import CurateConfig
+from sftpipe.curate.pipeline import run_curate
+from sftpipe.curated import MARKER, require_curated
 from sftpipe.errors import ConfigError
 
 from .test_curate_pipeline import RAW, config
@@ -28,15 +29,15 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(tmp_path, 
     assert manifest["stage"] == "curate" and manifest["content_hashes"] == first.hashes
     assert set(manifest["files"]) == {"train.jsonl", "eval.jsonl", "rejected.jsonl", "report.json"}
 
-    real = pipeline.write_json
+    real = curated.write_json
 
     def crash(path, obj, **kw):  # train/eval/rejected are written; the report write dies
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "write_json", crash)
+    monkeypatch.setattr(curated, "write_json", crash)
     with pytest.raises(OSError, match="disk full"):
         run_curate([RAW], config(split={"eval_ratio": 0.5}), out)
-    monkeypatch.setattr(pipeline, "write_json", real)
+    monkeypatch.setattr(curated, "write_json", real)
     assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["curated"]  # no staging folder left behind
     require_curated(out / "train.jsonl")

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from sftpipe.conversation import Conversation, Message
-from sftpipe.curate.config import DedupConfig
+from sftpipe.config.curate import DedupConfig
 from sftpipe.curate.dedup import Dedup
 from sftpipe.curate.minhash import NearIndex, lsh_bands
 from sftpipe.curate.shingles import shingles

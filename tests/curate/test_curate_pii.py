@@ -12,7 +12,7 @@ import pytest
 
 from sftpipe.conversation import Conversation, Message
 from sftpipe.curate import pii, pii_names
-from sftpipe.curate.config import PII_TYPES, PiiConfig
+from sftpipe.config.curate import PII_TYPES, PiiConfig
 from sftpipe.curate.pii import Pii, Span, find_pii, luhn_ok, redact_text
 from sftpipe.curate.pii_synth import make_set, make_value, score, score_by_type
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sftpipe.curate import base, pipeline
-from sftpipe.curate.base import content_hash
-from sftpipe.curate.config import CurateConfig
+from sftpipe.curated import content_hash
+from sftpipe.config.curate import CurateConfig
 from sftpipe.curate.pipeline import run_curate
 from sftpipe.errors import RecordError
 

@@ -9,7 +9,7 @@ import pytest
 
 from sftpipe.conversation import Conversation, Message
 from sftpipe.curate.base import Drop
-from sftpipe.curate.config import CurateConfig, PolicyConfig
+from sftpipe.config.curate import CurateConfig, PolicyConfig
 from sftpipe.curate.policy import Policy
 from sftpipe.errors import ConfigError
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sftpipe.conversation import Conversation, Message
-from sftpipe.curate.config import (CurateConfig, DecontamConfig, FiltersConfig, MixConfig, NormalizeConfig,
+from sftpipe.config.curate import (CurateConfig, DecontamConfig, FiltersConfig, MixConfig, NormalizeConfig,
                                    QualityConfig, SplitConfig)
 from sftpipe.curate.decontam import Decontaminate, load_eval_set
 from sftpipe.curate.filters import Filters, boilerplate_phrases, truncation

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sftpipe.demo.report import chart, write_demo_report
-from sftpipe.evaluate.stats import wilson_interval
+from sftpipe.stats import wilson_interval
 from sftpipe.runs import RunInfo, write_info
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from sftpipe.evaluate.judge import (
     parse_verdict,
     summarize,
 )
-from sftpipe.evaluate.stats import length_controlled_win_rate
+from sftpipe.stats import length_controlled_win_rate
 
 
 def _items(n: int) -> list[EvalItem]:

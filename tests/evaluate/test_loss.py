@@ -11,7 +11,7 @@ import torch
 from sftpipe.conversation import Message
 from sftpipe.evaluate.items import EvalItem
 from sftpipe.evaluate.loss import heldout_loss, summarize, token_nll
-from sftpipe.evaluate.stats import frequency_deciles
+from sftpipe.stats import frequency_deciles
 from sftpipe.models import tiny_model
 from sftpipe.render import ChatRenderer
 from sftpipe.templates import load_template

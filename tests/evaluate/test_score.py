@@ -11,7 +11,7 @@ import pytest
 from sftpipe.conversation import Message
 from sftpipe.demo.policy import PLUGINS, HarborPolicy
 from sftpipe.errors import ConfigError
-from sftpipe.evaluate.config import EvalSetConfig
+from sftpipe.config.evaluate import EvalSetConfig
 from sftpipe.evaluate.items import EvalItem, load_items
 from sftpipe.evaluate.score import (
     RulesPolicy,
@@ -22,7 +22,7 @@ from sftpipe.evaluate.score import (
     pooled_components,
     summarize_checks,
 )
-from sftpipe.evaluate.stats import wilson_interval
+from sftpipe.stats import wilson_interval
 
 SCHEMA = {"type": "object", "required": ["amount", "type"], "additionalProperties": False,
           "properties": {"amount": {"type": "number"}, "type": {"enum": ["full", "partial"]}}}

@@ -14,14 +14,14 @@ import yaml
 from sftpipe.config import load_config
 from sftpipe.demo.policy import check_reply as harbor_check
 from sftpipe.errors import ConfigError, ModelError
-from sftpipe.evaluate.config import GenerationConfig, RegressionConfig
+from sftpipe.config.evaluate import GenerationConfig, RegressionConfig
 from sftpipe.evaluate.items import category_counts
 from sftpipe.evaluate.judge import JudgeError
 from sftpipe.evaluate.load import from_objects
 from sftpipe.evaluate.regression import deltas, general_items, run_regression
 from sftpipe.evaluate.report import CARD_END, CARD_START, update_card
 from sftpipe.stages.eval import run
-from sftpipe.evaluate.stats import frequency_deciles, win_rate
+from sftpipe.stats import frequency_deciles, win_rate
 from sftpipe.models import tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]

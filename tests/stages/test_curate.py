@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sftpipe.config import load_config
-from sftpipe.curate.base import content_hash
+from sftpipe.curated import content_hash
 from sftpipe.demo import generate
 from sftpipe.demo.policy import rules as demo_rules
 from sftpipe.errors import ConfigError

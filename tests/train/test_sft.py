@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sftpipe.curate.base import content_hash
+from sftpipe.curated import content_hash
 from sftpipe.runs.checkpoints import checkpoint_folders, is_complete
 from sftpipe.runs.card import read_card, update_eval
 from sftpipe.runs import load_run

@@ -7,12 +7,10 @@ A stage is an object with `name`, `stats` (extra counters for the report) and
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,25 +149,3 @@ def record_id(conv: Conversation, fallback: int | None = None) -> Any:
     if conv.source is not None:
         return f"{conv.source.path}:{conv.source.line}"
     return fallback
-
-
-def canonical_line(record: dict) -> bytes:
-    """One record as canonical JSON (sorted keys, no spaces, UTF-8, non-ASCII kept) plus a newline.
-
-    >>> canonical_line({"b": 1, "a": "é"})
-    b'{"a":"\\xc3\\xa9","b":1}\\n'
-    """
-    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-HASH_DEFINITION = ("sha256 over the file's records in file order, each serialized as canonical JSON "
-                   "(json.dumps with sort_keys=True, ensure_ascii=False, separators=(',', ':')), UTF-8, "
-                   "followed by one newline; independent of how the file itself is formatted")
-
-
-def content_hash(records: Iterable[dict]) -> str:
-    """The content hash of a list of records (see HASH_DEFINITION)."""
-    h = hashlib.sha256()
-    for r in records:
-        h.update(canonical_line(r))
-    return h.hexdigest()

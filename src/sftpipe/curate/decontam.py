@@ -14,7 +14,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from .base import Drop, Outcome, RecordStage, key_text, norm_text
-from .config import BUILTIN_IFEVAL, DecontamConfig
+from ..config.curate import BUILTIN_IFEVAL, DecontamConfig
 
 
 def eval_set_path(ref: str) -> Path:

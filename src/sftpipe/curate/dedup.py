@@ -18,7 +18,7 @@ import numpy as np
 
 from ..conversation import Conversation
 from .base import Drop, key_text, norm_text, record_id
-from .config import DedupConfig, SemanticDedupConfig
+from ..config.curate import DedupConfig, SemanticDedupConfig
 from .minhash import NearIndex
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from .base import Drop, Outcome, RecordStage
-from .config import FiltersConfig
+from ..config.curate import FiltersConfig
 
 Check = tuple[bool, str | None, dict[str, Any]]
 OK: Check = (True, None, {})

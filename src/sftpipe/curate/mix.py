@@ -13,7 +13,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from .base import Drop
-from .config import MixConfig
+from ..config.curate import MixConfig
 
 
 def general_count(n_main: int, ratio: float) -> int:

@@ -15,7 +15,7 @@ import ftfy
 from ..conversation import Conversation, validate_messages
 from ..errors import RecordError
 from .base import Drop, Outcome, RecordStage
-from .config import NormalizeConfig
+from ..config.curate import NormalizeConfig
 
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")

@@ -38,7 +38,7 @@ import phonenumbers
 
 from ..conversation import Conversation
 from .base import Drop, Outcome, RecordStage
-from .config import PII_TYPES, PiiConfig
+from ..config.curate import PII_TYPES, PiiConfig
 from .pii_address import _address_spans
 from .pii_names import _person_spans
 from .pii_scripts import Span

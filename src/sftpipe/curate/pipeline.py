@@ -22,12 +22,11 @@ from typing import Any
 
 from ..conversation import Conversation, Source
 from ..dataset import Tracker
-from ..commit import manifest_ok, staged_folder, write_manifest
-from ..errors import ConfigError
-from ..io import sha256_file, write_json, write_jsonl
+from .. import curated
+from ..io import sha256_file
 from ..readers import read_conversations
-from .base import HASH_DEFINITION, Drop, content_hash
-from .config import CurateConfig
+from .base import Drop
+from ..config.curate import CurateConfig
 from .decontam import Decontaminate
 from .dedup import Dedup
 from .filters import Filters
@@ -38,7 +37,6 @@ from .policy import Policy
 from .quality import Quality
 from .split import Split
 
-MARKER = "sftpipe_curate.json"  # the curated folder's manifest, written last
 MIN_PARALLEL = 2000  # below this many records a worker pool costs more than it saves
 
 
@@ -137,7 +135,7 @@ def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: 
     tokenizer or a model reference) counts tokens for the length filter; None estimates ceil(chars / 4).
     `progress(stage, total)` returns the callback that counts each stage's records."""
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, inputs)
+    curated.check_out_dir(out_dir, inputs)
     t_start = time.perf_counter()
     stages_report: list[dict] = []
     drops: list[Drop] = []
@@ -178,7 +176,7 @@ def _write(out_dir: Path, cfg: CurateConfig, inputs: list, splits: dict[str, lis
     """Write the splits, rejects and report into a folder beside `out_dir`, the manifest last, then swap it in."""
     hashes: dict[str, str] = {}
     outputs = {f"{name}.jsonl": [c.to_record() for c in convs] for name, convs in splits.items()}
-    outputs["rejected.jsonl"] = _rejected_records(drops, cfg)
+    outputs[curated.REJECTED] = _rejected_records(drops, cfg)
     n_in = sum(s["in"] for s in stages_report if s["stage"] in ("read", "mix/read"))
     counts = {"in": n_in, "kept": sum(len(v) for v in splits.values()), "rejected": len(drops),
               **{name: len(v) for name, v in splits.items()}}
@@ -189,35 +187,9 @@ def _write(out_dir: Path, cfg: CurateConfig, inputs: list, splits: dict[str, lis
         "seconds_total": round(seconds, 3),
         "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
         "hashes": hashes,
-        "hash_definition": HASH_DEFINITION + ". report.json itself is not hashed (it holds timings).",
+        "hash_definition": curated.HASH_DEFINITION + ". report.json itself is not hashed (it holds timings).",
         "config": cfg.model_dump(mode="json"),
     }
-    with staged_folder(out_dir) as tmp:
-        for fname, records in outputs.items():
-            write_jsonl(tmp / fname, records)
-            hashes[fname] = content_hash(records)
-        write_json(tmp / "report.json", report)
-        write_manifest(tmp, MARKER, stage="curate", version=1, content_hashes=hashes)
-    files = {name: out_dir / name for name in [*outputs, "report.json"]}
+    curated.write_folder(out_dir, outputs, report)
+    files = {name: out_dir / name for name in [*outputs, curated.REPORT]}
     return CurateResult(out_dir=out_dir, counts=counts, files=files, hashes=hashes, report=report)
-
-
-def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
-    """`out_dir` is replaced as a whole: refuse one that holds inputs or files curate did not write."""
-    out = Path(out_dir).resolve()
-    inside = [str(p) for p in inputs if out in Path(p).resolve().parents]
-    if inside:
-        raise ConfigError("curate.out_dir", [f"{out_dir} holds the input(s) {', '.join(inside)}, and curate "
-                                             "replaces its out_dir as a whole; fix: write to another folder"])
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not (out / "report.json").is_file():
-        raise ConfigError("curate.out_dir", [f"{out_dir} holds files that curate did not write, and curate replaces "
-                                             "its out_dir as a whole; fix: choose an empty or new folder"])
-
-
-def require_curated(path: str | Path) -> None:
-    """Refuse a file of a curated folder (one with report.json) whose manifest is missing or does not match."""
-    folder = Path(path).parent
-    if (folder / "report.json").is_file() and (folder / "rejected.jsonl").is_file() \
-            and not manifest_ok(folder, MARKER):
-        raise ConfigError("data", [f"{path}: its curated folder {folder} has no valid {MARKER} (curate did not "
-                                   "finish, or a file changed since); fix: re-run `sftpipe curate`"])

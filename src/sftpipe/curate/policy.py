@@ -26,7 +26,7 @@ from ..checks import Rule, extract_json, json_verdict, load_rules, lookup, same_
 from ..conversation import Conversation
 from ..errors import ConfigError
 from .base import Drop, Outcome, RecordStage
-from .config import PolicyConfig
+from ..config.curate import PolicyConfig
 
 _MISSING = object()
 

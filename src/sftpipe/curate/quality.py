@@ -20,7 +20,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from .base import Drop, norm_text
-from .config import JudgeConfig, QualityConfig
+from ..config.curate import JudgeConfig, QualityConfig
 
 _CODE = re.compile(r"```.*?```", re.S)
 JUDGE_PROMPT = ("Rate the assistant's replies in the conversation below for helpfulness, correctness, tone and "

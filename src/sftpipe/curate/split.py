@@ -17,7 +17,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from .base import Drop, key_text, norm_text
-from .config import SplitConfig
+from ..config.curate import SplitConfig
 from .minhash import NearIndex
 from .shingles import shingles
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.stats import wilson_interval
+from ..stats import wilson_interval
 from ..io import atomic_write_text
 from ..runs import read_info
 from .summary import BARS, DPO_BARS, DPO_KEYS

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate.items import dotted
-from ..evaluate.stats import wilson_interval
+from ..stats import wilson_interval
 from .policy import ESCALATION, LIMITS, must_ask, rules, split_refund_json
 
 REFUND_CATEGORIES = ("refund", "partial_refund", "damaged_item", "cancellation")

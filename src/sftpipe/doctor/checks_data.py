@@ -3,11 +3,11 @@ duplicates left, eval sets decontaminated, and a stratified held-out split that 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 
+from ..curated import files_hash
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .checks_plan import _label
 from .context import Context
@@ -17,21 +17,6 @@ REQUIRED_STAGES = ("pii", "dedup", "quality")  # the checklist's "deduplication,
 NEAR_DUP_RATE = 0.01  # share of training records with a near-duplicate left in train
 STRATUM_GAP = 0.15  # total variation distance between train and eval category shares
 NO_REPORT = "no curate report.json (see curation-ran)"
-
-
-def content_hash(paths: list[str]) -> str | None:
-    """The curate content hash of JSONL files (canonical JSON per record, sha256); None for other formats."""
-    h = hashlib.sha256()
-    for p in paths:
-        if not str(p).endswith(".jsonl"):
-            return None
-        with open(p, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    obj = json.loads(line)
-                    h.update((json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
-                              ).encode("utf-8"))
-    return h.hexdigest()
 
 
 @check("curation-ran")
@@ -78,9 +63,7 @@ def data_hash(ctx: Context) -> Outcome:
     files = [p for p in ctx.cfg.data.train if Path(p).is_file()]
     if not files:
         return fail(f"data.train {ctx.cfg.data.train} does not exist", "point data.train at curated/train.jsonl")
-    now = content_hash(files)
-    if now is None:
-        return skip(f"data.train {files} is not JSONL: the curate hash is defined on JSONL records")
+    now = files_hash(files)
     curated = (report.get("hashes") or {}).get("train.jsonl")
     found = [ok(f"{', '.join(files)} sha256 {now[:12]} = report.json train.jsonl")]
     if now != curated:
@@ -94,7 +77,7 @@ def data_hash(ctx: Context) -> Outcome:
         else:
             found[0] = ok(found[0].evidence + f" = {ctx.run_dir}/run.json data.train_hash")
     held = [p for p in ctx.cfg.data.eval if Path(p).is_file()]
-    held_now = content_hash(held) if held else None
+    held_now = files_hash(held) if held else None
     held_curated = (report.get("hashes") or {}).get("eval.jsonl")
     if held_now and held_curated and len(held) == 1 and Path(held[0]).name == "eval.jsonl" \
             and held_now != held_curated:

@@ -56,8 +56,8 @@ def masks(ctx: Context) -> Outcome:
         except ValidationError:  # a run written by an older sftpipe: render with the config as it is now
             pass
     try:  # a run renders with its own saved tokenizer and template (what it trained and serves)
-        renderer = (ChatRenderer(ctx.tokenizer, load_template("model", ctx.tokenizer), train_on=cfg.render.train_on,
-                                 reasoning=cfg.render.reasoning) if ctx.info is not None else build_renderer(cfg))
+        renderer = (ChatRenderer.configured(ctx.tokenizer, load_template("model", ctx.tokenizer), cfg.render)
+                    if ctx.info is not None else build_renderer(cfg.model, cfg.template, cfg.render))
     except SftpipeError as e:
         return skip(f"cannot render without the model's tokenizer ({e})")
     sample = ctx.train[:MASK_SAMPLE]

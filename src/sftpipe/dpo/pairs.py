@@ -20,7 +20,7 @@ from typing import Any
 
 from ..conversation import Conversation, Message, Source, validate_messages
 from ..errors import RecordError
-from ..readers import _message_list, _rows
+from ..readers import _message_list, raw_rows
 
 FORMATS = ("auto", "prompt_chosen_rejected", "conversations")
 
@@ -142,7 +142,7 @@ def parse_pair(obj: Any, format: str = "auto") -> Pair:
 
 def iter_pairs(path: str | Path, format: str = "auto") -> Iterator[Pair | RecordError]:
     """Yield, in file order, a Pair or a RecordError located at file:line for every non-blank line / row."""
-    for line, obj, err in _rows(path):
+    for line, obj, err in raw_rows(path):
         if err is None:
             try:
                 pair = parse_pair(obj, format)

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import SftpipeConfig
+from ..config.evaluate import EvalConfig, EvalSetConfig
 from ..errors import ConfigError
 from ..io import write_jsonl
 from ..runs import RunInfo
-from .config import EvalConfig, EvalSetConfig
 from ..generate import generate
 from .items import EvalItem, category_counts
 from .judge import JudgeClient, judge_pairs, load_rubric, pair_rows
@@ -42,16 +41,6 @@ class Inputs:
     max_length: int
     out_dir: Path
     log: Log
-
-
-def eval_sets(cfg: SftpipeConfig) -> list[EvalSetConfig]:
-    """The configured eval sets; without any, each `data.eval` file as a plain held-out set."""
-    if cfg.eval.sets:
-        return list(cfg.eval.sets)
-    if not cfg.data.eval:
-        raise ConfigError("config", ["eval.sets is empty and data.eval names no file; fix: list eval sets under "
-                                     "eval.sets (name, path) or set data.eval"])
-    return [EvalSetConfig(name=Path(p).stem, path=p, format=cfg.data.format) for p in cfg.data.eval]
 
 
 def training_category_counts(info: RunInfo, key: str, fallback: list[EvalItem]) -> tuple[dict[str, int], str]:

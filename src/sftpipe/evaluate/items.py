@@ -16,8 +16,8 @@ from ..checks import lookup
 from ..conversation import Conversation, Message
 from ..dataset import stratified_indices
 from ..errors import ConfigError, RecordError
-from ..readers import _rows, parse_record
-from .config import EvalSetConfig
+from ..readers import raw_rows, parse_record
+from ..config.evaluate import EvalSetConfig
 
 _PLACEHOLDER_REPLY = "\u2063"  # stands in for a missing target so the reader can validate a prompt-only record
 
@@ -108,7 +108,7 @@ def load_items(cfg: EvalSetConfig, schemas: dict[str, str] | None = None) -> lis
         raise ConfigError("eval", [f"sets.{cfg.name}.path: no file {cfg.path!r}; fix: point it at a JSONL eval set"])
     items: list[EvalItem] = []
     cache: dict[str, dict] = {}
-    for line, obj, err in _rows(path):
+    for line, obj, err in raw_rows(path):
         if cfg.limit is not None and cfg.sample == "first" and len(items) >= cfg.limit:
             break
         try:
@@ -129,7 +129,7 @@ def category_counts(paths: list[str], key: str) -> Counter:
     """How often each category (dotted `key`) occurs in JSONL/Parquet files; unreadable rows are skipped."""
     counts: Counter = Counter()
     for path in paths:
-        for _, obj, err in _rows(path):
+        for _, obj, err in raw_rows(path):
             if err is None and isinstance(obj, dict):
                 value = dotted(obj, key)
                 counts["(none)" if value is None else str(value)] += 1

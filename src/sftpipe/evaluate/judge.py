@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import SftpipeError
-from .stats import judge_outcome, length_controlled_win_rate, paired_bootstrap_ci, win_rate
+from ..stats import judge_outcome, length_controlled_win_rate, paired_bootstrap_ci, win_rate
 
 _FIELDS = re.compile(r"\{(conversation|reference|reply_a|reply_b)\}")
 _TAG = re.compile(r"\[\[\s*(a|b|c|tie)\s*\]\]", re.IGNORECASE)  # MT-Bench style [[A]] / [[B]] / [[C]] (tie)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ..readers import read_conversations
-from .config import GenerationConfig, RegressionConfig
+from ..config.evaluate import GenerationConfig, RegressionConfig
 from ..generate import generate
 from .ifeval import IFEvalItem, evaluate_ifeval, load_ifeval
 from .items import EvalItem

@@ -22,7 +22,7 @@ import yaml
 from ..checks import Rule, field_correctness, load_rules, schema_valid
 from ..errors import ConfigError
 from .items import EvalItem
-from .stats import wilson_interval
+from ..stats import wilson_interval
 
 HUMAN_FIELDS = ("tone", "policy", "correctness")
 

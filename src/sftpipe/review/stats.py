@@ -12,7 +12,7 @@ import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 
-from ..evaluate.stats import paired_bootstrap_ci, wilson_interval
+from ..stats import paired_bootstrap_ci, wilson_interval
 from .store import answers, meta
 
 OUTCOME = {"0": 1.0, "1": 0.0, "tie": 0.5, "both_bad": 0.5}

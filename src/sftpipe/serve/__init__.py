@@ -2,7 +2,7 @@
 exactly as training did (checked at start-up against run.json and parity.json)."""
 
 from .app import build_app, create_app
-from .config import ServeConfig
+from ..config.serve import ServeConfig
 from .load import Served, check_template, load_served
 from .protocol import ApiError, ChatParams, decode_request, encode_chunk, encode_response
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..generate import QueueFull, Request as GenRequest, Worker
-from .config import ServeConfig
+from ..config.serve import ServeConfig
 from .load import Served
 from .protocol import ApiError, ChatParams, decode_messages, decode_request, encode_chunk, encode_response, usage
 

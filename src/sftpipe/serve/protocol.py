@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .config import ServeConfig
+from ..config.serve import ServeConfig
 
 ROLES = ("system", "user", "assistant")
 

@@ -27,7 +27,7 @@ from ..models import cache_dir
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
-from ..train.data import HASH_DEFINITION, data_hash
+from ..curated import FILES_HASH_DEFINITION, files_hash
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
 from ..train.load import choose_precision, device_kind
 from . import show
@@ -87,7 +87,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
 
     # The reference: a complete SFT run (or checkpoint) trained with this very template and base model
     reference = resolve_reference(dcfg.reference)
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     tokenizer = renderer.tokenizer
     check_compatible(reference, renderer, cfg.model.name)
     adapter = reference.adapter
@@ -111,7 +111,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     if not train.rows:
         raise ConfigError("dpo", [f"train: none of the {train.records_in} pairs is usable "
                                   f"({dict(train.reasons)}); fix: see the rejects, or the pairs' format"])
-    hashes = {"train_hash": data_hash(dcfg.train), "eval_hash": data_hash(dcfg.eval) if has_eval else None}
+    hashes = {"train_hash": files_hash(dcfg.train), "eval_hash": files_hash(dcfg.eval) if has_eval else None}
     old = read_info(folder.path) if resume else None
     if old is not None:
         check_resume(old, cfg.model_dump(mode="json"), hashes, RESUME_KEYS)
@@ -135,7 +135,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
                                          * dcfg.grad_accum * world, 1)},
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        data={**hashes, "hash_definition": HASH_DEFINITION, "train": {"files": dcfg.train, **summary},
+        data={**hashes, "hash_definition": FILES_HASH_DEFINITION, "train": {"files": dcfg.train, **summary},
               "eval": {"files": dcfg.eval, **evals.summary()} if evals else None},
         template=TemplateInfo.of(renderer, eot_ids),
         mask_report={"examples": 2 * len(train.rows), "tokens": summary["tokens"],

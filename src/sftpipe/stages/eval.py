@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SftpipeConfig, load_config
+from ..config.evaluate import EvalSetConfig
 from ..demo.policy import PLUGINS
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..evaluate.cache import baseline_cache
-from ..evaluate.evaluator import (DECILE_DEFINITION, Inputs, compare, device_for, eval_sets, evaluate_model,
+from ..evaluate.evaluator import (DECILE_DEFINITION, Inputs, compare, device_for, evaluate_model,
                                   human_for, judge_client, release, select_best, training_category_counts)
 from ..evaluate.items import load_items
 from ..evaluate.load import checkpoints, load_reference, load_run_model
 from ..evaluate.regression import general_items
 from ..evaluate.report import update_card, update_run_json, write_report
 from ..evaluate.score import Policy, load_policy
-from ..evaluate.stats import frequency_deciles
+from ..stats import frequency_deciles
 from ..io import write_json
 from ..runs import require_complete
 
@@ -59,6 +60,16 @@ def config_for(config: Path | None, run_dir: Path | None, sets: list[str] | None
     else:
         cfg = load_config(config, sets, flags=flags)
     return cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+
+
+def eval_sets(cfg: SftpipeConfig) -> list[EvalSetConfig]:
+    """The configured eval sets; without any, each `data.eval` file as a plain held-out set."""
+    if cfg.eval.sets:
+        return list(cfg.eval.sets)
+    if not cfg.data.eval:
+        raise ConfigError("config", ["eval.sets is empty and data.eval names no file; fix: list eval sets under "
+                                     "eval.sets (name, path) or set data.eval"])
+    return [EvalSetConfig(name=Path(p).stem, path=p, format=cfg.data.format) for p in cfg.data.eval]
 
 
 def policy_for(cfg: SftpipeConfig) -> Policy | None:

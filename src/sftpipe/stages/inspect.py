@@ -35,11 +35,11 @@ def run(cfg: SftpipeConfig, index: int = 0, console: Console | None = None) -> l
     """Render record `index` of `data.train` and print it; returns its examples."""
     if not cfg.data.train:
         raise ConfigError("config", ["data.train: no input files; fix: pass --input FILE"])
-    read = read_data(cfg, cfg.data.train, "data.train", on_error="fail")
+    read = read_data(cfg.data, cfg.data.train, "data.train", on_error="fail")
     if not 0 <= index < len(read.conversations):
         raise ConfigError("--index", [f"index {index} is out of range; the input has {len(read.conversations)} "
                                       f"records (allowed: 0..{len(read.conversations) - 1})"])
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     console = console or Console()
     examples = renderer.render(read.conversations[index])
     for ex in examples:

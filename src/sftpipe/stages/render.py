@@ -58,8 +58,8 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
     if Path(output).resolve() in {Path(p).resolve() for p in paths}:
         raise ConfigError("--output", [f"{output} is also an input (data.{split}); fix: write the rows to another "
                                        "file"])
-    read = read_data(cfg, paths, f"data.{split}")
-    renderer = build_renderer(cfg)
+    read = read_data(cfg.data, paths, f"data.{split}")
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
                                              truncation=cfg.render.truncation, on_error=cfg.data.on_error,
                                              progress=show.tracker()("render", len(read.conversations))

@@ -21,7 +21,8 @@ from ..models import EMBEDDED, resolve_model
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
-from ..train.data import (HASH_DEFINITION, ItemCollator, ItemDataset, effective_batch, end_of_turn_ids,
+from ..curated import FILES_HASH_DEFINITION
+from ..train.data import (ItemCollator, ItemDataset, effective_batch, end_of_turn_ids,
                           example_groups, load_split, resolve_batching, resolve_max_tokens, resolve_pad_multiple)
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
 from ..train.load import check_mode, choose_precision, device_kind, learning_rate, load_for_training
@@ -72,7 +73,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     barrier()
 
     # Data: render with the template, batch (length-grouped padded on CPU, packed on GPU)
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     tokenizer = renderer.tokenizer
     max_tokens = resolve_max_tokens(tcfg.max_tokens, device)
     pad_multiple = resolve_pad_multiple(tcfg.pad_to_multiple_of, device, precision)
@@ -102,7 +103,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         micro_batch_max_tokens=max_tokens, pad_to_multiple_of=pad_multiple if batching == "padded" else None,
-        data={**hashes, "hash_definition": HASH_DEFINITION, "train": train.summary(),
+        data={**hashes, "hash_definition": FILES_HASH_DEFINITION, "train": train.summary(),
               "eval": evals.summary() if evals else None},
         template=TemplateInfo.of(renderer, eot_ids),
         mask_report=train.mask.to_dict(), eval_mask_report=evals.mask.to_dict() if evals else None,

@@ -11,37 +11,17 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..collate import PackedCollator, PaddedCollator
-from ..curate.base import HASH_DEFINITION as _CURATE_HASH, canonical_line
-from ..curate.pipeline import require_curated
+from ..curated import files_hash, require_curated
 from ..dataset import MaskReport, Tracker, build_examples, read_data, stratified_indices
 from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
-from ..readers import _rows
 from ..render import ChatRenderer, Example
 from .trainer import trained_index
-
-HASH_DEFINITION = (
-    "sha256 over the records of the split's files in the order given (file order within each file), each record "
-    "as canonical JSON (json.dumps sort_keys=True, ensure_ascii=False, separators=(',', ':')), UTF-8, plus a "
-    "newline; for a single curated file this equals the hash in its curate report.json (" + _CURATE_HASH + ")")
-
-
-def data_hash(paths: list[str | Path]) -> str:
-    """Content hash of the raw records of `paths` (see HASH_DEFINITION); formatting of the files is irrelevant."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for path in paths:
-        for _, obj, _ in _rows(path):
-            h.update(canonical_line(obj))
-    return h.hexdigest()
-
 
 @dataclass
 class SplitData:
@@ -227,7 +207,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
         return None
     for p in paths:
         require_curated(p)
-    read = read_data(cfg, paths, f"data.{split}")
+    read = read_data(cfg.data, paths, f"data.{split}")
     examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
                                              truncation=cfg.render.truncation, on_error=cfg.data.on_error,
                                              progress=progress(f"render {split}", len(read.conversations))
@@ -246,7 +226,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
                                max_length=cfg.render.max_length, overflow=cfg.render.overflow, seed=seed,
                                max_tokens=max_tokens, pad_multiple=pad_multiple)
     all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
-    return SplitData(split, [str(p) for p in paths], data_hash(paths), examples, items, report, mask, read.n_in,
+    return SplitData(split, [str(p) for p in paths], files_hash(paths), examples, items, report, mask, read.n_in,
                      all_rejects, repeated, left_out)
 
 

@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from sftpipe.evaluate import stats
-from sftpipe.evaluate.stats import (judge_outcome, length_controlled_win_rate, paired_bootstrap_ci, wilson_interval,
+from sftpipe import stats
+from sftpipe.stats import (judge_outcome, length_controlled_win_rate, paired_bootstrap_ci, wilson_interval,
                                     win_rate)
 
 Z95 = 1.959963984540054  # the exact two-sided 95% normal quantile statsmodels uses

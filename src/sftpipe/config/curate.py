@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from .base import Section
 
 Role = Literal["system", "user", "assistant", "tool"]
 PiiType = Literal["EMAIL", "PHONE", "CARD", "IP", "PERSON", "ADDRESS", "SSN"]
@@ -19,11 +21,8 @@ ALL_ROLES: list[str] = ["system", "user", "assistant", "tool"]
 BUILTIN_IFEVAL = "builtin:ifeval"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-
-class NormalizeConfig(_Section):
+class NormalizeConfig(Section):
     """Unicode normalization, mojibake repair (ftfy) and whitespace cleanup of every message."""
 
     enabled: bool = True
@@ -32,7 +31,7 @@ class NormalizeConfig(_Section):
     whitespace: bool = True
 
 
-class PiiConfig(_Section):
+class PiiConfig(Section):
     """Detect PII in every message of the chosen roles; replace it with `[TYPE]` or drop the record."""
 
     enabled: bool = True
@@ -43,7 +42,7 @@ class PiiConfig(_Section):
     phone_region: str = "US"  # region for numbers written without a +country code
 
 
-class NearDedupConfig(_Section):
+class NearDedupConfig(Section):
     """MinHash LSH near-duplicate detection (rensa)."""
 
     enabled: bool = True
@@ -54,7 +53,7 @@ class NearDedupConfig(_Section):
     seed: int = 0
 
 
-class SemanticDedupConfig(_Section):
+class SemanticDedupConfig(Section):
     """Embedding-cosine duplicate detection with all-MiniLM-L6-v2 (optional, needs sentence-transformers)."""
 
     enabled: bool = False
@@ -63,7 +62,7 @@ class SemanticDedupConfig(_Section):
     batch_size: int = Field(64, ge=1)
 
 
-class DedupConfig(_Section):
+class DedupConfig(Section):
     """Exact, near and semantic dedup; keyed on the prompt (user turns) or the whole conversation.
 
     Keep rule: in each duplicate cluster the record that comes first in input order is kept.
@@ -77,7 +76,7 @@ class DedupConfig(_Section):
     semantic: SemanticDedupConfig = Field(default_factory=SemanticDedupConfig)
 
 
-class FiltersConfig(_Section):
+class FiltersConfig(Section):
     """Per-record filters. Token counts use the tokenizer given to `run_curate` (a tokenizer or a model reference;
     `sftpipe curate` passes the model section's with `curate.tokenizer: model`), else ceil(chars / 4)."""
 
@@ -102,7 +101,7 @@ class FiltersConfig(_Section):
         return self
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     """Policy checks on replies (sftpipe.curate.policy): rules, a JSON Schema for ```json blocks, facts."""
 
     enabled: bool = False
@@ -121,7 +120,7 @@ class PolicyConfig(_Section):
         return self
 
 
-class DecontamConfig(_Section):
+class DecontamConfig(Section):
     """Drop records that share word n-grams with named eval sets (13-grams; 8-grams for short eval prompts)."""
 
     enabled: bool = True
@@ -138,7 +137,7 @@ class DecontamConfig(_Section):
         return self
 
 
-class JudgeConfig(_Section):
+class JudgeConfig(Section):
     """An optional judge that scores a sample 1-10: an OpenAI-compatible endpoint or a local model."""
 
     enabled: bool = False
@@ -152,7 +151,7 @@ class JudgeConfig(_Section):
     seed: int = 0
 
 
-class QualityConfig(_Section):
+class QualityConfig(Section):
     """Heuristic quality score in [0, 1] (plus an optional judge); drop below `min_score`, keep the top share."""
 
     enabled: bool = True
@@ -161,7 +160,7 @@ class QualityConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
-class MixConfig(_Section):
+class MixConfig(Section):
     """Blend a general-instruction source so that it makes up `ratio` of the curated output."""
 
     enabled: bool = False
@@ -180,7 +179,7 @@ class MixConfig(_Section):
         return self
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     """Stratified held-out split by a field, with near-duplicates grouped so no group straddles splits."""
 
     enabled: bool = True
@@ -207,7 +206,7 @@ class SplitConfig(_Section):
         return {"train": 1.0 - self.eval_ratio, "eval": self.eval_ratio}
 
 
-class CurateConfig(_Section):
+class CurateConfig(Section):
     """The whole `curate:` section: the raw inputs, where the outputs go, and one sub-section per stage."""
 
     inputs: list[str] = Field(default_factory=list)  # raw exports (JSONL / Parquet); `--input` on the CLI

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from .base import Section
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(Section):
     """`sftpipe serve`: address, batching and request limits (each refused with a 4xx naming the field)."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     host: str = "127.0.0.1"  # loopback: reachable only from this machine unless you choose otherwise
     port: int = Field(8000, ge=0, le=65535)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from .base import Section
 
 # The score components `eval.weights` may name (each in [0, 1], higher is better; see score.py).
 COMPONENTS = ("schema_validity", "policy", "correctness", "win_rate", "length_controlled_win_rate", "ifeval",
               "general_retention", "human_tone", "human_policy", "human_correctness")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-
-class EvalSetConfig(_Section):
+class EvalSetConfig(Section):
     """One eval file (JSONL): prompts to generate from, targets for held-out loss, and what to check.
 
     A record's prompt is its `messages` up to the last assistant message (whose content is the target); a record
@@ -47,7 +46,7 @@ class EvalSetConfig(_Section):
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
 
 
-class GenerationConfig(_Section):
+class GenerationConfig(Section):
     """Batched generation with the run's own chat template; greedy unless `do_sample`."""
 
     max_new_tokens: int = Field(256, ge=1)
@@ -58,7 +57,7 @@ class GenerationConfig(_Section):
     seed: int = 0
 
 
-class JudgeConfig(_Section):
+class JudgeConfig(Section):
     """Pairwise LLM judge over an OpenAI-compatible endpoint (`{url}/chat/completions`), both orders per prompt."""
 
     enabled: bool = False
@@ -76,7 +75,7 @@ class JudgeConfig(_Section):
     seed: int = 0
 
 
-class RegressionConfig(_Section):
+class RegressionConfig(Section):
     """General-capability regression against the baseline: IFEval (strict) and NLL on a general held-out set."""
 
     ifeval: bool = True
@@ -87,7 +86,7 @@ class RegressionConfig(_Section):
     general_limit: int | None = Field(200, ge=1)
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """The whole `eval:` section."""
 
     sets: list[EvalSetConfig] = Field(default_factory=list)  # empty: data.eval files as plain held-out sets
