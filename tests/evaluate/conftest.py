@@ -1,5 +1,6 @@
 """Eval fixtures: a fake run (tiny random models saved in the run folder layout, full weights, a base model
-folder and a minimal run.json; no training involved), the Harbor demo data, and a local judge server."""
+folder, a minimal run.json and the parity.json that proves its template; no training involved), the Harbor demo
+data, and a local judge server."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 from sftpipe.models import tiny_model
 from sftpipe.parity import save_tokenizer
 from sftpipe.render import ChatRenderer
-from sftpipe.templates import load_template
+from sftpipe.runs import template_sha256
 from sftpipe.runs.checkpoints import write_marker
+from sftpipe.templates import load_template
 
 
 def save_model(tok, folder: Path, seed: int) -> Path:
@@ -33,9 +35,12 @@ def make_run(tok, root: Path, *, checkpoints: tuple[int, ...] = (), train_files:
         folder = run / "checkpoints" / f"checkpoint-{step}"
         tiny_model(tok, seed=step).save_pretrained(folder, safe_serialization=True)
         write_marker(folder, step)  # complete, as train marks its checkpoints
+    sha = template_sha256(tok.chat_template)  # eval checks the run's template as serving does
     info = {"config": {"name": "demo", "data": {"train": train_files or []}, "render": {"max_length": 512}},
-            "base_model": str(base), "mode": "full"}
+            "base_model": str(base), "mode": "full", "template": {"name": "model", "sha256": sha}}
     (run / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    parity = {"template_sha256": sha, "examples_checked": 0, "text_mismatches": 0, "token_mismatches": 0}
+    (run / "parity.json").write_text(json.dumps(parity), encoding="utf-8")
     (run / "README.md").write_text("---\nlicense: apache-2.0\n---\n# demo\n\nTrained by sftpipe.\n", encoding="utf-8")
     return run
 

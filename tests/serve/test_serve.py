@@ -208,7 +208,7 @@ def test_start_up_refuses_a_changed_template(tiny_run, tmp_path, capsys, monkeyp
 
     from sftpipe import cli
     from sftpipe.runs import read_info
-    from sftpipe.serve import check_template
+    from sftpipe.runs import check_template
 
     tok = AutoTokenizer.from_pretrained(tiny_run)
     info = read_info(tiny_run)

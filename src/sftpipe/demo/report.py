@@ -17,7 +17,7 @@ from typing import Any
 
 from ..stats import wilson_interval
 from ..io import atomic_write_text
-from ..runs import read_info
+from ..runs import is_run, read_info
 from .summary import BARS, DPO_BARS, DPO_KEYS
 
 SAMPLES_PER_CATEGORY = 2
@@ -165,7 +165,7 @@ def chart(title: str, ylabel: str, series: dict[str, list[tuple[float, float]]])
 
 def curves(run_dir: Path, kind: str) -> list[dict[str, Any]]:
     """Loss (train and eval) per step from a run's logged steps, and for DPO the reward margin."""
-    if not (run_dir / "run.json").is_file():
+    if not is_run(run_dir):
         return []
     log = read_info(run_dir).metrics
     pick = lambda key: [(m["step"], m[key]) for m in log if key in m and "step" in m]

@@ -44,8 +44,7 @@ def masks(ctx: Context) -> Outcome:
     trained."""
     from ..config import SftpipeConfig
     from ..dataset import build_examples, build_renderer
-    from ..render import ChatRenderer
-    from ..templates import load_template
+    from ..runs import serving_renderer
 
     if not ctx.train:
         return skip("no training data (data.train is empty or missing)")
@@ -56,8 +55,8 @@ def masks(ctx: Context) -> Outcome:
         except ValidationError:  # a run written by an older sftpipe: render with the config as it is now
             pass
     try:  # a run renders with its own saved tokenizer and template (what it trained and serves)
-        renderer = (ChatRenderer.configured(ctx.tokenizer, load_template("model", ctx.tokenizer), cfg.render)
-                    if ctx.info is not None else build_renderer(cfg.model, cfg.template, cfg.render))
+        renderer = (serving_renderer(ctx.tokenizer, ctx.info) if ctx.info is not None
+                    else build_renderer(cfg.model, cfg.template, cfg.render))
     except SftpipeError as e:
         return skip(f"cannot render without the model's tokenizer ({e})")
     sample = ctx.train[:MASK_SAMPLE]

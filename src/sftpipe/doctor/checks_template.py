@@ -3,20 +3,16 @@ token trained and in generation_config's eos, BOS written once; plus the export 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..errors import SftpipeError
+from ..runs import template_sha256
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .context import Context, read_json
 
 
 def _no_run(ctx: Context) -> Outcome:
     return skip(ctx.run[1])
-
-
-def sha(text: str | None) -> str | None:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest() if isinstance(text, str) else None
 
 
 def export_folders(ctx: Context) -> list[Path]:
@@ -43,7 +39,7 @@ def bundle_template(folder: Path) -> tuple[str | None, set[int]]:
     """(template sha256, eos ids) a bundle serves with: its tokenizer_config.json and generation_config.json, or for a
     GGUF bundle the template in the file's metadata and the eos ids export.json records."""
     if (folder / "tokenizer_config.json").is_file():
-        return (sha((read_json(folder / "tokenizer_config.json") or {}).get("chat_template")),
+        return (template_sha256((read_json(folder / "tokenizer_config.json") or {}).get("chat_template")),
                 _eos(read_json(folder / "generation_config.json")))
     record = read_json(folder / "export.json") or {}
     eos = _eos(record)
@@ -53,7 +49,7 @@ def bundle_template(folder: Path) -> tuple[str | None, set[int]]:
     import gguf
 
     field = gguf.GGUFReader(folder / Path(name).name).fields.get("tokenizer.chat_template")
-    return (sha(bytes(field.parts[field.data[0]]).decode("utf-8")) if field is not None else None), eos
+    return (template_sha256(bytes(field.parts[field.data[0]]).decode("utf-8")) if field is not None else None), eos
 
 
 def _eos(gen: dict | None) -> set[int]:
@@ -79,9 +75,9 @@ def template_parity(ctx: Context) -> Outcome:
         found.append(fail(f"{ctx.run_dir}/parity.json: {bad[0]} text / {bad[1]} token mismatches (first: "
                           f"{parity.get('first_mismatch')})", "fix the template so apply_chat_template renders "
                                                                "what training saw; re-train"))
+    saved = (ctx.run_file("tokenizer_config.json") or {}).get("chat_template")
     shas = {"run.json": info.template.sha256 if info.template else None,
-            "parity.json": parity.get("template_sha256"),
-            "tokenizer_config.json": sha((ctx.run_file("tokenizer_config.json") or {}).get("chat_template"))}
+            "parity.json": parity.get("template_sha256"), "tokenizer_config.json": template_sha256(saved)}
     try:
         from ..models import load_tokenizer
         from ..templates import load_template

@@ -15,7 +15,7 @@ from ..config import SftpipeConfig
 from ..conversation import Conversation
 from ..errors import SftpipeError
 from ..readers import read_conversations
-from ..runs import RunInfo, read_info, require_complete
+from ..runs import RunInfo, is_run, read_info, require_complete
 
 
 def read_json(path: Path) -> dict | None:
@@ -42,7 +42,7 @@ class Context:
             self.raw = loaded if isinstance(loaded, dict) else {}
         if self.run_dir is None:
             own = Path(self.cfg.train.output_dir) / self.cfg.name
-            self.run_dir = own if (own / "run.json").is_file() else None
+            self.run_dir = own if is_run(own) else None
 
     # --- the config ---------------------------------------------------------------------------------------------
     def explicit(self, dotted: str) -> bool:

@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, TemplateError
 from ..models import resolve_model
-from ..runs import RunInfo, is_complete, load_base, require_complete, split_ref, weights_folder
+from ..runs import (RunInfo, check_template, is_complete, load_base, load_tokenizer, require_complete, resolve,
+                    weights_folder)
 
 
 @dataclass
@@ -64,12 +65,13 @@ def resolve_reference(ref: str | None) -> Reference:
     if not ref:
         raise ConfigError("dpo", ["reference: missing; fix: set dpo.reference to the SFT run folder (runs/<name>) "
                                   "or one of its checkpoints (runs/<name>/checkpoints/checkpoint-<step>)"])
-    found = split_ref(ref)
-    if found is None:
+    try:
+        run = resolve(ref)
+    except ModelError:
         raise ConfigError("dpo", [f"reference: {ref!r} is neither an SFT run folder nor one of its checkpoint "
                                   "folders (no run.json); fix: train it first (`sftpipe train`) and point "
-                                  "dpo.reference at runs/<name>"])
-    run_dir, checkpoint = found
+                                  "dpo.reference at runs/<name>"]) from None
+    run_dir, checkpoint = run.run_dir, run.checkpoint
     info = require_complete(run_dir)
     if info.kind != "sft":
         sft = (info.reference or {}).get("run", "the SFT run folder")
@@ -83,14 +85,20 @@ def resolve_reference(ref: str | None) -> Reference:
 
 
 def check_compatible(reference: Reference, renderer, model_name: str) -> None:
-    """Refuse a reference trained with another template or base model than the DPO render, naming both."""
+    """Refuse a reference trained with another template or base model than the DPO render, naming both. The
+    reference's template is the one its saved tokenizer serves, checked against its run.json and parity.json."""
     problems = []
-    t = reference.info.template
-    if t is None or t.sha256 != renderer.template.sha256:
-        problems.append(f"template: the reference {reference.run_dir} was trained with template "
-                        f"{t.name if t else '?'!r} (sha256 {t.sha256 if t else '?'}), but this DPO render uses "
-                        f"{renderer.template.name!r} (sha256 {renderer.template.sha256}); fix: set template to the "
-                        "SFT run's template (its config `template`), so the preference pass trains what SFT trained")
+    try:
+        sha = check_template(reference.run_dir, load_tokenizer(reference.run_dir), reference.info)
+    except TemplateError as e:
+        problems.append(f"template: {e}")
+    else:
+        if sha != renderer.template.sha256:
+            problems.append(f"template: the reference {reference.run_dir} was trained with template "
+                            f"{reference.info.template.name!r} (sha256 {sha}), but this DPO render uses "
+                            f"{renderer.template.name!r} (sha256 {renderer.template.sha256}); fix: set template to "
+                            "the SFT run's template (its config `template`), so the preference pass trains what SFT "
+                            "trained")
     if resolve_model(model_name) != resolve_model(reference.info.base_model):
         problems.append(f"model: the reference was trained on {reference.info.base_model!r}, this config names "
                         f"{model_name!r}; fix: set model to {reference.info.base_model!r}")

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..commit import read_manifest, staged_folder, write_manifest
+from ..errors import ModelError
 from ..io import atomic_write_bytes, sha256_file, write_json
 from ..models import cache_dir, load_tokenizer, resolve_model
-from ..runs import split_ref
+from ..runs import resolve
 from ..templates import load_template
 
 if TYPE_CHECKING:
@@ -204,7 +205,9 @@ class BaselineCache:
 def baseline_cache(ref: str, inp: Inputs, *, template: str, device: str) -> BaselineCache | None:
     """The cache entry for a plain model baseline (`template`: what load_reference gets); None for a run folder
     or a checkpoint, which are never cached."""
-    if split_ref(ref) is not None:
-        return None
-    key = hashlib.sha256(canonical(key_parts(ref, inp, template=template, device=device))).hexdigest()
-    return BaselineCache(ref, key, eval_cache_dir() / key, inp)
+    try:
+        resolve(ref)
+    except ModelError:  # not a run: a plain model, whose results are cached
+        key = hashlib.sha256(canonical(key_parts(ref, inp, template=template, device=device))).hexdigest()
+        return BaselineCache(ref, key, eval_cache_dir() / key, inp)
+    return None

@@ -1,7 +1,8 @@
 """What eval needs of a model: (model, tokenizer, renderer) plus a label, from a run, a checkpoint or a model.
 
 The eval code only ever sees `EvalModel`; `from_objects` builds one from objects already in memory (tests,
-notebooks). Runs load through `sftpipe.runs` (the owner of the run folder).
+notebooks). Runs load through `sftpipe.runs` (the owner of the run folder and of how a run is served), so a run is
+evaluated with its template checked and the render options it was trained with.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..render import ChatRenderer
-from ..runs import RunInfo, checkpoint_names, load_run, split_ref
+from ..errors import ModelError
+from ..runs import RunInfo, RunRef, checkpoint_names, load_for_serving, resolve
 from ..templates import load_template
 
 
@@ -33,10 +35,10 @@ class EvalModel:
 
 
 def from_objects(label: str, model, tokenizer, renderer: ChatRenderer | None = None, *, ref: str = "",
-                 info: RunInfo | None = None, template: str = "model", train_on: str = "all_assistant") -> EvalModel:
+                 info: RunInfo | None = None, template: str = "model") -> EvalModel:
     """An EvalModel from objects in memory; without a renderer, one is built from the tokenizer's template."""
     if renderer is None:
-        renderer = ChatRenderer(tokenizer, load_template(template, tokenizer), train_on=train_on)
+        renderer = ChatRenderer(tokenizer, load_template(template, tokenizer))
     return EvalModel(label, model, tokenizer, renderer, ref, info)
 
 
@@ -44,12 +46,13 @@ checkpoints = checkpoint_names  # names of a run's complete checkpoints, by step
 
 
 def load_run_model(run_dir: Path, checkpoint: str | None = None, *, label: str | None = None) -> EvalModel:
-    """A run's final weights (or one checkpoint), served with the template saved in the run's tokenizer."""
+    """A run's final weights (or one checkpoint), rendered as the run is served: its template checked against
+    run.json and parity.json, every render option it was trained with."""
     run_dir = Path(run_dir)
-    model, tokenizer, info = load_run(run_dir, checkpoint, merge=True)  # same function, faster generation
+    loaded = load_for_serving(RunRef(run_dir, checkpoint))  # adapter merged: same function, faster generation
     ref = str(run_dir / "checkpoints" / checkpoint) if checkpoint else str(run_dir)
-    return from_objects(label or checkpoint or "final", model, tokenizer, ref=ref, info=info,
-                        train_on=info.section("render").get("train_on", "all_assistant"))
+    return EvalModel(label or checkpoint or "final", loaded.model, loaded.tokenizer, loaded.renderer, ref,
+                     loaded.info)
 
 
 def load_reference(ref: str, *, label: str, template: str = "model") -> EvalModel:
@@ -59,9 +62,12 @@ def load_reference(ref: str, *, label: str, template: str = "model") -> EvalMode
     """
     from ..models import load_model, load_tokenizer
 
-    found = split_ref(ref)
-    if found is not None:
-        return load_run_model(found[0], found[1], label=label)
+    try:
+        run = resolve(ref)
+    except ModelError:  # not a run: a plain model
+        pass
+    else:
+        return load_run_model(run.run_dir, run.checkpoint, label=label)
     tokenizer = load_tokenizer(ref)
     spec = "model" if getattr(tokenizer, "chat_template", None) else template
     model = load_model(ref)

@@ -4,14 +4,13 @@ README with the launch command that pins the template and the generation config)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from pathlib import Path
 
 from ..errors import TemplateError
 from ..io import atomic_write_text, write_json
-from ..runs import RunInfo
+from ..runs import RunInfo, check_template
 from .merged import save_model, torch_dtype
 
 
@@ -56,12 +55,8 @@ def _card(run_dir: Path, info: RunInfo, fmt: str, dtype: str, sha: str) -> str:
 def write_hf(folder: Path, model, tokenizer, run_dir: Path, info: RunInfo, *, dtype: str, fmt: str = "hf",
              checkpoint: str | None = None) -> dict:
     """Write the hf bundle into `folder` (an empty staging folder); returns export.json's contents."""
+    sha = check_template(run_dir, tokenizer, info)  # the template training used, before any weights are written
     parameters = save_model(model, tokenizer, folder, torch_dtype(dtype))
-    template = tokenizer.chat_template
-    sha = hashlib.sha256(template.encode("utf-8")).hexdigest()
-    if info.template is not None and info.template.sha256 != sha:
-        raise TemplateError(f"{run_dir}: the tokenizer's template (sha256 {sha[:12]}) is not the one run.json records "
-                            f"({info.template.sha256[:12]}); fix: restore the run's tokenizer or re-run training")
     eos = end_of_turn_eos(run_dir, info, tokenizer)
     write_json(folder / "generation_config.json", _generation_config(run_dir, eos, tokenizer.pad_token_id))
     atomic_write_text(folder / "README.md", _card(run_dir, info, fmt, dtype, sha))

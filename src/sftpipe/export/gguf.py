@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..runs import RunInfo
+from ..runs import RunInfo, check_template
 from .bundle import end_of_turn_eos
 
 # max |logit difference| between the GGUF (read by transformers, computed in fp32) and the merged model with its
@@ -150,7 +150,9 @@ def read_back(folder: Path, filename: str, model, tokenizer, dtype: str) -> dict
 
 def write_gguf(folder: Path, model, tokenizer, run_dir: Path, info: RunInfo, *, dtype: str,
                checkpoint: str | None = None) -> dict:
-    """`<name>.gguf` in `folder`, checked by reading it back; ModelError when the check fails."""
+    """`<name>.gguf` in `folder`, checked by reading it back; ModelError when the check fails (TemplateError, before
+    writing, when the tokenizer's template is not the one training used)."""
+    check_template(run_dir, tokenizer, info)
     eos = end_of_turn_eos(run_dir, info, tokenizer)
     eot = (info.template.end_of_turn_ids or eos)[0] if info.template else eos[0]
     filename = f"{info.name or run_dir.name}-{dtype}.gguf"

@@ -32,20 +32,6 @@ def weights_folder(run_dir: Path, checkpoint: str | Path | None) -> Path:
     return folder
 
 
-def split_ref(ref: str | Path) -> tuple[Path, str | None] | None:
-    """(run folder, checkpoint name or None) when `ref` is a run folder or one of its checkpoint folders, else None.
-
-    >>> split_ref("/nonexistent") is None
-    True
-    """
-    path = Path(ref)
-    if (path / "run.json").is_file():
-        return path, None
-    if path.parent.name == "checkpoints" and (path.parent.parent / "run.json").is_file():
-        return path.parent.parent, path.name
-    return None
-
-
 def load_base(info: RunInfo, tokenizer_size: int | None = None, *, dtype=None):
     """The base model a run was trained from, resized to the run's vocabulary (run.json `vocab_size`, else grown
     to the tokenizer's size)."""

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..export import atomic_folder, merged_model, torch_dtype, write_hf, write_vllm
 from ..io import write_json
-from ..runs import split_ref
+from ..runs import resolve
 
 FORMATS = ("hf", "vllm", "gguf")
 
@@ -35,11 +35,11 @@ def run(ref: str | Path, out: str | Path, *, format: Literal["hf", "vllm", "gguf
     if format not in FORMATS:
         raise ConfigError("--format", [f"{format!r} is not a format; allowed: {', '.join(FORMATS)}"])
     torch_dtype(dtype)  # an unknown dtype fails before the model loads
-    found = split_ref(ref)
-    if found is None:
-        raise ConfigError("RUN", [f"{ref} is neither a run folder (with run.json) nor one of its checkpoints; fix: "
-                                  "pass runs/<name>"])
-    run_dir, checkpoint = found
+    try:
+        found = resolve(ref)
+    except ModelError as e:
+        raise ConfigError("RUN", [str(e)]) from None
+    run_dir, checkpoint = found.run_dir, found.checkpoint
     out = Path(out)
     model, tokenizer, info = merged_model(run_dir, checkpoint)
     with atomic_folder(out, overwrite=overwrite) as tmp:

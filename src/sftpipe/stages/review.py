@@ -20,7 +20,7 @@ from ..review import stats as review_stats
 from ..review import store
 from ..review.store import ReviewError
 from ..review.build import CHECKPOINT, build_items, read_prompt_ids
-from ..runs import check_name, read_info
+from ..runs import check_name, is_run, read_info
 
 
 @dataclass
@@ -37,7 +37,7 @@ class InitResult:
 def run_dir(cfg: SftpipeConfig, ref: str) -> Path:
     """A run given as a folder path (holding run.json) or as a plain name under train.output_dir."""
     path = Path(ref)
-    if len(path.parts) > 1 or (path / "run.json").is_file():
+    if len(path.parts) > 1 or is_run(path):
         return path
     return Path(cfg.train.output_dir or "runs") / check_name(ref)
 
