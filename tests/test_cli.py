@@ -30,6 +30,17 @@ def test_every_verb_has_help():
         assert res.returncode == 0 and "--config" in res.stdout and "--set" in res.stdout
 
 
+
+def test_export_help_lists_the_registered_formats_without_loading_torch():
+    from sftpipe.export.formats import formats_help
+
+    res = sftpipe("export", "--help")
+    assert res.returncode == 0 and formats_help() in res.stdout
+    heavy = subprocess.run([sys.executable, "-c", "import sys, sftpipe.cli; print(sorted(m for m in ('torch', "
+                            "'transformers', 'fastapi') if m in sys.modules))"], capture_output=True, text=True,
+                           timeout=120)
+    assert heavy.stdout.strip() == "[]", heavy.stderr
+
 def test_render_writes_rows_reports_and_parity(tmp_path):
     out = tmp_path / "r.jsonl"
     res = sftpipe("render", "--input", SAMPLE, "--output", out, "--max-length", 512)

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 import sftpipe.collate
 from sftpipe.collate import PackedCollator, PaddedCollator
+from sftpipe.labels import IGNORE_INDEX
 from sftpipe.models import load_tokenizer, tiny_model
-from sftpipe.pack import IGNORE_INDEX, pack
+from sftpipe.pack import pack
 
 ATTN = ["sdpa", "eager"]
 

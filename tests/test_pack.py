@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sftpipe.pack
-from sftpipe.pack import (IGNORE_INDEX, apply_overflow, best_fit_decreasing, group_by_length, min_slack_decreasing,
+from sftpipe.labels import IGNORE_INDEX
+from sftpipe.pack import (apply_overflow, best_fit_decreasing, group_by_length, min_slack_decreasing,
                           pack)
 
 

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from .config import load_config  # noqa: E402
 from .errors import ConfigError, SftpipeError  # noqa: E402
+from .export.formats import formats_help  # noqa: E402
 
 app = typer.Typer(help="sftpipe: raw chat transcripts -> curated data -> fine-tuned, evaluated, servable model.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -189,7 +190,7 @@ def serve(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>)
 @app.command()
 def export(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) or one of its checkpoint folders.")],
            out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (written beside, renamed).")],
-           format: Annotated[str, typer.Option("--format", help="hf | vllm | gguf (llama architecture).")] = "hf",
+           format: Annotated[str, typer.Option("--format", help=formats_help() + ".")] = "hf",
            dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 weights.")] = "bf16",
            overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False) -> None:
     """Export a run for deployment: merged safetensors (hf), a vLLM bundle, or a GGUF for llama.cpp."""

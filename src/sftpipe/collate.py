@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import torch
 from transformers import DataCollatorWithFlattening
 
+from .labels import IGNORE_INDEX
 from .pack import round_up
-
-IGNORE_INDEX = -100
 
 
 def _as_list(values: Any) -> list[int]:
@@ -51,8 +50,9 @@ class PackedCollator:
     """Padding-free collator: concatenates every example of the batch's packs into one row.
 
     Returns `input_ids`, `labels`, `position_ids` of shape [1, N] (positions restart at 0 per example, each
-    example's first label is -100), `cu_seq_lens_q/k` and `max_length_q/k` for flash-attention, `use_cache=False`,
-    and no `attention_mask`. Features may be packs (with `seq_lens` or `position_ids`) or single examples.
+    example's first label is IGNORE_INDEX), `cu_seq_lens_q/k` and `max_length_q/k` for flash-attention,
+    `use_cache=False`, and no `attention_mask`. Features may be packs (with `seq_lens` or `position_ids`) or
+    single examples.
 
     >>> batch = PackedCollator()([{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, 2, 3, 4, 5], "seq_lens": [3, 2]}])
     >>> batch["position_ids"].tolist(), batch["labels"].tolist(), batch["cu_seq_lens_q"].tolist()
@@ -81,7 +81,7 @@ class PackedCollator:
 
 
 class PaddedCollator:
-    """Right-pads a batch: `input_ids` with `pad_token_id`, `labels` with -100, `attention_mask` with 0.
+    """Right-pads a batch: `input_ids` with `pad_token_id`, `labels` with IGNORE_INDEX, `attention_mask` with 0.
 
     `max_length` cuts longer rows first (the padded counterpart of `group_by_length(overflow="truncate")`).
 

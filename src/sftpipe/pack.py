@@ -1,8 +1,8 @@
 """Batching strategies for rendered examples: best-fit-decreasing packing and length-grouped padded batches.
 
-An example is `{"input_ids": list[int], "labels": list[int]}` with unshifted labels (-100 = not trained). Both
-strategies apply one documented overflow policy to examples longer than `max_length` and report their efficiency
-(real tokens / token slots the model computes over), so the two can be compared in numbers.
+An example is `{"input_ids": list[int], "labels": list[int]}` with unshifted labels (IGNORE_INDEX = not trained).
+Both strategies apply one documented overflow policy to examples longer than `max_length` and report their
+efficiency (real tokens / token slots the model computes over), so the two can be compared in numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 from collections.abc import Sequence
 
 from .gcpause import no_cyclic_gc
+from .labels import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 Overflow = Literal["error", "drop", "truncate"]
 OVERFLOW_POLICIES = ("error", "drop", "truncate")
 
@@ -150,7 +150,7 @@ def apply_overflow(examples: list[dict], max_length: int, overflow: Overflow = "
             raise ValueError(f"example {i} has {len(ids)} input_ids and {len(labels)} labels; they must be equal "
                              "and non-zero; fix: render examples with sftpipe.render")
         if not _trained(labels):
-            raise ValueError(f"example {i} has no trained token (every label after the first is -100); "
+            raise ValueError(f"example {i} has no trained token (every label after the first is {IGNORE_INDEX}); "
                              "fix: drop it before batching, it would train on nothing")
         if len(ids) <= max_length:
             kept.append((i, ex))
@@ -175,7 +175,7 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
     """Pack examples into rows of at most `max_length` tokens (`min_slack`: best-fit-decreasing with
     minimum-slack bin filling, the default; or plain `bfd`).
 
-    Each pack has `input_ids`, `labels` (each example's first label set to -100, so no example is predicted from
+    Each pack has `input_ids`, `labels` (each example's first label set to IGNORE_INDEX, so no example is predicted from
     the one before it), `position_ids` restarting at 0 per example, and `seq_lens`.
 
     >>> rows = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}]

@@ -48,6 +48,7 @@ from transformers.utils.chat_template_utils import (
 from .config import RenderConfig
 from .conversation import Conversation
 from .errors import RecordError, TemplateError
+from .labels import IGNORE_INDEX
 from .templates import Template, prepare_tokenizer
 
 _SENTINEL = "\U000f0010sftpipe-reply\U000f0011"
@@ -87,7 +88,7 @@ def _text_of(content: Any) -> str:
 
 @dataclass
 class Example:
-    """One rendered training example. `labels` is -100 wherever the token is not trained."""
+    """One rendered training example. `labels` is IGNORE_INDEX wherever the token is not trained."""
 
     input_ids: list[int]
     labels: list[int]
@@ -103,12 +104,12 @@ class Example:
 
     @cached_property
     def n_trained(self) -> int:
-        return len(self.labels) - self.labels.count(-100)
+        return len(self.labels) - self.labels.count(IGNORE_INDEX)
 
     @property
     def eot_trained(self) -> int:
         """How many trained replies keep their end-of-turn token (fewer only after truncation)."""
-        return sum(1 for p in self.eot_positions if 0 <= p < len(self.labels) and self.labels[p] != -100)
+        return sum(1 for p in self.eot_positions if 0 <= p < len(self.labels) and self.labels[p] != IGNORE_INDEX)
 
 
 @dataclass
@@ -541,7 +542,7 @@ class ChatRenderer:
         """Labels from a tokenizers `Encoding` by looking up each span's first and end-of-turn token (no per-token
         offset scan); None if a span edge falls on a char no token covers (then the offset scan decides)."""
         ids, offsets = enc.ids, enc.offsets
-        labels = [-100] * len(ids)
+        labels = [IGNORE_INDEX] * len(ids)
         eot_positions, boundary, eot_ids = [], 0, set()
         for start, end, eot in plan.spans:
             first, eot_tok, last = enc.char_to_token(start), enc.char_to_token(eot), enc.char_to_token(end - 1)
@@ -572,7 +573,7 @@ class ChatRenderer:
             encoded = (encoded.ids, np.asarray(encoded.offsets, dtype=np.int64).reshape(-1, 2), False)
         ids, offsets, escaped = encoded
         ids_np = np.asarray(ids, dtype=np.int64)
-        labels = np.full(len(ids), -100, dtype=np.int64)
+        labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
         starts, ends = offsets[:, 0], offsets[:, 1]
         boundary = 0
         eot_positions, eot_ids = [], set()

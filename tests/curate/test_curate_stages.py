@@ -175,6 +175,32 @@ def test_judge_endpoint_on_a_sample():
     assert [d.conversation for d in dropped] == [meh] and dropped[0].details["judge"] == pytest.approx(1 / 9, 1e-3)
 
 
+
+def test_judge_endpoint_retries_a_transient_failure():
+    seen = []
+
+    class Flaky(_Judge):
+        def do_POST(self):  # noqa: N802
+            seen.append(self.path)
+            if len(seen) == 1:  # the first request meets an overloaded server
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(503)
+                self.end_headers()
+                return
+            super().do_POST()
+
+    server = HTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = QualityConfig(min_score=0.5, judge={"enabled": True, "url": f"http://127.0.0.1:{server.server_port}/v1",
+                                                  "sample": 1, "weight": 1.0, "timeout_s": 5})
+        quality = Quality(cfg)
+        kept, dropped = quality.apply([conv("Where?")])
+    finally:
+        server.shutdown()
+    assert seen == ["/v1/chat/completions"] * 2
+    assert (quality.stats["judged"], quality.stats["judge_failed"]) == (1, 0) and len(kept) == 1 and not dropped
+
 # mix and split ---------------------------------------------------------------------------------------------
 
 def test_mix_ratio_and_not_sampled():

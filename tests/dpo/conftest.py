@@ -12,8 +12,14 @@ import random
 import pytest
 
 from sftpipe.config import load_config
+from sftpipe.dataset import build_renderer
 
 OPENER = "Thank you so much for reaching out to us today, we truly value you as a customer. "
+
+
+def renderer_for(cfg):
+    """The renderer a config's model, template and render sections describe."""
+    return build_renderer(cfg.model, cfg.template, cfg.render)
 
 
 @pytest.fixture(autouse=True)

@@ -8,11 +8,12 @@ import torch
 
 from sftpipe.config import load_config
 from sftpipe.conversation import Conversation
-from sftpipe.dataset import build_renderer
 from sftpipe.dpo.encode import encode_pair
 from sftpipe.dpo.pairs import parse_pair
 from sftpipe.dpo.reference import completion_logps
 from sftpipe.render import ChatRenderer
+
+from .conftest import renderer_for
 
 PAIRS = [
     {"prompt": "Where is my order?", "chosen": "Please share your order ID.",
@@ -28,7 +29,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def renderer():
-    return build_renderer(load_config())
+    return renderer_for(load_config())
 
 
 @pytest.mark.parametrize("record", PAIRS, ids=["string", "multi-turn", "control-text"])

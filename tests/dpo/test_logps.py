@@ -11,13 +11,14 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from sftpipe.config import load_config
-from sftpipe.dataset import build_renderer
 from sftpipe.dpo.encode import encode_pair
 from sftpipe.dpo.logps import lean_head, pair_logps
 from sftpipe.dpo.pairs import parse_pair
 from sftpipe.dpo.shared_prefix import SharedPrefixCollator
 from sftpipe.dpo.trainer import PreferenceTrainer, dpo_arguments
 from sftpipe.models import tiny_model
+
+from .conftest import renderer_for
 
 
 def _rows(renderer, n=4):
@@ -30,7 +31,7 @@ def _rows(renderer, n=4):
 @pytest.mark.parametrize("loss,lora,sft", [("sigmoid", True, 0), ("ipo", True, 0), ("sigmoid", False, 0),
                                           ("sigmoid", True, 0.5)])
 def test_lean_loss_metrics_and_gradients_equal_trls(tmp_path, loss, lora, sft):
-    renderer = build_renderer(load_config())
+    renderer = renderer_for(load_config())
     tok = renderer.tokenizer
     rows = _rows(renderer)
     torch.manual_seed(0)
@@ -73,7 +74,7 @@ def test_lean_loss_metrics_and_gradients_equal_trls(tmp_path, loss, lora, sft):
 
 
 def test_a_packed_pair_scores_each_reply_as_its_own_row_would():
-    renderer = build_renderer(load_config())
+    renderer = renderer_for(load_config())
     tok = renderer.tokenizer
     rows = _rows(renderer, 3)
     torch.manual_seed(0)

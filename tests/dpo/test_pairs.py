@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from sftpipe.dataset import build_renderer
 from sftpipe.config import load_config
 from sftpipe.dpo.encode import encode_pair, encode_pairs
 from sftpipe.dpo.pairs import iter_pairs, parse_pair
 from sftpipe.errors import RecordError
+
+from .conftest import renderer_for
 
 U = {"role": "user", "content": "Where is my order?"}
 
@@ -22,7 +23,7 @@ def A(text):
 
 @pytest.fixture(scope="module")
 def renderer():
-    return build_renderer(load_config(overrides=["render.max_length=256"]))
+    return renderer_for(load_config(overrides=["render.max_length=256"]))
 
 
 def test_both_shapes_give_the_same_pair():
@@ -66,7 +67,7 @@ def test_a_prompt_whose_render_is_not_a_prefix_is_refused(tmp_path):
     jinja.write_text("{% for m in messages %}<|im_start|>{{ m.role }}{% if loop.last and m.role == 'assistant' %}"
                      "!{% endif %}\n{{ m.content }}<|im_end|>\n{% endfor %}"
                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    odd = build_renderer(load_config(overrides=[f"template.name={jinja}"]))
+    odd = renderer_for(load_config(overrides=[f"template.name={jinja}"]))
     pair = parse_pair({"prompt": "hi", "chosen": "Yes.", "rejected": "No."})
     with pytest.raises(RecordError) as e:
         encode_pair(odd, pair)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from sftpipe.chat_client import ChatClient, EndpointError
 from sftpipe.conversation import Message
 from sftpipe.evaluate.items import EvalItem
 from sftpipe.evaluate.judge import (
-    JudgeClient,
-    JudgeError,
     default_rubric,
     fill_rubric,
     judge_pairs,
@@ -59,7 +58,7 @@ def test_fair_judge_sees_both_orders_and_counts_consistent_wins(judge_server):
     cand = ["GOOD answer", "GOOD answer", "GOOD answer", "meh"]
     base = ["meh", "meh", "meh", "GOOD but baseline"]
     with judge_server(decide, max_requests=8) as srv:
-        pairs = judge_pairs(JudgeClient(srv.url, "judge-model", api_key="k3y"), default_rubric(), items, cand, base,
+        pairs = judge_pairs(ChatClient(srv.url, "judge-model", api_key="k3y"), default_rubric(), items, cand, base,
                             concurrency=3)
     assert len(srv.requests) == 8  # both orders, nothing more
     shown_first = [srv.replies(r["messages"][0]["content"])[0] for r in srv.requests]
@@ -77,7 +76,7 @@ def test_fair_judge_sees_both_orders_and_counts_consistent_wins(judge_server):
 
 def test_position_biased_judge_gives_ties(judge_server):
     with judge_server(lambda prompt: "A", max_requests=6) as srv:
-        pairs = judge_pairs(JudgeClient(srv.url, "j"), default_rubric(), _items(3), ["x"] * 3, ["y"] * 3)
+        pairs = judge_pairs(ChatClient(srv.url, "j"), default_rubric(), _items(3), ["x"] * 3, ["y"] * 3)
     s = summarize(pairs, n_boot=200)
     assert len(srv.requests) == 6
     assert (s["ties"], s["inconsistent"], s["win_rate"]) == (3, 3, 0.5)
@@ -86,7 +85,7 @@ def test_position_biased_judge_gives_ties(judge_server):
 def test_unparsable_judge_reply_is_invalid_and_a_tie(judge_server):
     replies = iter(["I think both have merit.", "B", "Reply A is better? Hard to say", "A"])
     with judge_server(lambda prompt: next(replies), max_requests=4) as srv:
-        pairs = judge_pairs(JudgeClient(srv.url, "j"), default_rubric(), _items(2), ["x", "x"], ["y", "y"],
+        pairs = judge_pairs(ChatClient(srv.url, "j"), default_rubric(), _items(2), ["x", "x"], ["y", "y"],
                             concurrency=1)
     s = summarize(pairs, n_boot=200)
     assert [(p.first, p.second) for p in pairs] == [("invalid", "B"), ("invalid", "A")]
@@ -97,20 +96,20 @@ def test_unparsable_judge_reply_is_invalid_and_a_tie(judge_server):
 def test_client_retries_server_errors_then_fails_loudly(judge_server):
     answers = iter([503, "tie"])
     with judge_server(lambda prompt: next(answers), max_requests=2) as srv:
-        assert JudgeClient(srv.url, "j", retries=1, backoff_s=0.01).complete("q") == "tie"
+        assert ChatClient(srv.url, "j", retries=1, backoff_s=0.01).complete("q") == "tie"
     assert len(srv.requests) == 2
     with judge_server(lambda prompt: 500, max_requests=3) as srv:
-        with pytest.raises(JudgeError, match="after 3 attempt"):
-            JudgeClient(srv.url, "j", retries=2, backoff_s=0.01).complete("q")
+        with pytest.raises(EndpointError, match="after 3 attempt"):
+            ChatClient(srv.url, "j", retries=2, backoff_s=0.01).complete("q")
     assert len(srv.requests) == 3
     with judge_server(lambda prompt: 400, max_requests=3) as srv:  # a client error is not retried
-        with pytest.raises(JudgeError, match="HTTP 400"):
-            JudgeClient(srv.url, "j", retries=2, backoff_s=0.01).complete("q")
+        with pytest.raises(EndpointError, match="HTTP 400"):
+            ChatClient(srv.url, "j", retries=2, backoff_s=0.01).complete("q")
     assert len(srv.requests) == 1
 
 
 def test_unreachable_endpoint_raises(judge_server):
     with judge_server(lambda prompt: "A") as srv:
         url = srv.url
-    with pytest.raises(JudgeError, match="fix"):
-        JudgeClient(url, "j", retries=0, timeout_s=2).complete("q")
+    with pytest.raises(EndpointError, match="fix"):
+        ChatClient(url, "j", retries=0, timeout_s=2).complete("q")

@@ -16,7 +16,7 @@ from sftpipe.demo.policy import check_reply as harbor_check
 from sftpipe.errors import ConfigError, ModelError
 from sftpipe.config.evaluate import GenerationConfig, RegressionConfig
 from sftpipe.evaluate.items import category_counts
-from sftpipe.evaluate.judge import JudgeError
+from sftpipe.chat_client import EndpointError
 from sftpipe.evaluate.load import from_objects
 from sftpipe.evaluate.regression import deltas, general_items, run_regression
 from sftpipe.evaluate.report import CARD_END, CARD_START, update_card
@@ -232,7 +232,7 @@ def test_unreachable_judge_fails_before_any_model_runs(fake_run, demo_data, judg
         url = srv.url  # closed again: nothing listens there now
     cfg = load_config(None, base=_eval_cfg(demo_data, judge={"enabled": True, "url": url, "retries": 0,
                                                              "timeout_s": 2}))
-    with pytest.raises(JudgeError, match="eval.judge.url"):
+    with pytest.raises(EndpointError, match="eval.judge.url"):
         run(cfg, run_dir)
     assert not (run_dir / "eval").exists()
 

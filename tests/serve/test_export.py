@@ -10,7 +10,7 @@ import torch
 from openai import OpenAI
 from safetensors import safe_open
 
-from sftpipe.errors import ModelError
+from sftpipe.errors import ConfigError, ModelError
 from sftpipe.runs import read_info
 from sftpipe.stages.export import run as export
 
@@ -89,3 +89,18 @@ def test_gguf_reads_back_with_the_same_template_tokens_and_logits(tiny_run, tmp_
     assert fields["tokenizer.ggml.eot_token_id"] == info.template.end_of_turn_ids[0]
     assert fields["tokenizer.ggml.eos_token_id"] in res.record["eos_token_id"]
     assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"F16"}
+    assert json.loads((res.output / "export.json").read_text()) == res.record
+
+
+def test_every_format_has_a_writer_and_an_unknown_one_fails_before_loading(tmp_path):
+    import inspect
+
+    from sftpipe.export.formats import FORMATS, formats_help, writer
+
+    for name in FORMATS:
+        params = inspect.signature(writer(name)).parameters
+        assert list(params)[:5] == ["folder", "model", "tokenizer", "run_dir", "info"], name
+        assert {"dtype", "checkpoint"} <= set(params) and name in formats_help()
+    with pytest.raises(ConfigError, match="'onnx' is not a format; allowed: hf, vllm, gguf"):
+        export(tmp_path / "no-run", tmp_path / "out", format="onnx")
+    assert not (tmp_path / "out").exists()

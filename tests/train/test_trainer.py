@@ -38,7 +38,7 @@ def _train(cfg, model, items, tmp_path, *, steps, accum=1):
 
 def test_trained_positions_loss_equals_the_models_own_loss(make_cfg):
     cfg = make_cfg()
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     model = _model(cfg, renderer).eval()
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples(cfg, renderer, 6)]
     head = TrainedPositions(model)
@@ -56,7 +56,7 @@ def test_chunked_loss_gives_the_same_loss_and_gradients(make_cfg, monkeypatch):
     import sftpipe.train.trainer as trainer_module
 
     cfg = make_cfg()
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     model = _model(cfg, renderer).eval()  # LoRA: the output layer is frozen, so the loss is chunked
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples(cfg, renderer, 6)]
     batch = PaddedCollator(2)(rows)
@@ -94,7 +94,7 @@ def _check_moved(model, before):
 
 def test_lora_changes_every_adapter_weight_and_no_base_weight(make_cfg, tmp_path):
     cfg = make_cfg()
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     model = _model(cfg, renderer)
     items, _ = make_items(_examples(cfg, renderer), batching="padded", batch_size=4, max_length=128)
     before = _snapshot(model)
@@ -107,7 +107,7 @@ def test_lora_changes_every_adapter_weight_and_no_base_weight(make_cfg, tmp_path
 
 def test_full_mode_changes_every_weight(make_cfg, tmp_path):
     cfg = make_cfg("train.mode=full", "train.lr=1e-3")
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     model = _model(cfg, renderer)
     items, _ = make_items(_examples(cfg, renderer), batching="padded", batch_size=4, max_length=128)
     before = _snapshot(model)
@@ -117,7 +117,7 @@ def test_full_mode_changes_every_weight(make_cfg, tmp_path):
 
 def test_added_template_tokens_train_only_their_embedding_rows(make_cfg, tmp_path):
     cfg = make_cfg("template.name=llama3")
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     assert renderer.added_tokens  # SmolLM2's tokenizer lacks llama3's control tokens
     model = _model(cfg, renderer)
     assert model.get_input_embeddings().weight.shape[0] == len(renderer.tokenizer)
@@ -140,7 +140,7 @@ def test_added_template_tokens_train_only_their_embedding_rows(make_cfg, tmp_pat
 
 def test_gradient_accumulation_matches_one_big_batch(make_cfg, tmp_path):
     cfg = make_cfg("lora.dropout=0")
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     examples = _examples(cfg, renderer, 8)
     trained = [e.n_trained for e in examples]
     assert len(set(trained)) > 1  # unequal micro-batches: a per-micro-batch mean would give a different gradient
@@ -164,7 +164,7 @@ def test_gradient_accumulation_matches_one_big_batch(make_cfg, tmp_path):
 
 def test_bf16_lora_keeps_frozen_linears_half_and_everything_trained_fp32(make_cfg, tmp_path):
     cfg = make_cfg("train.precision=bf16", "lora.dropout=0.1")
-    renderer = build_renderer(cfg)
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     model = load_for_training(cfg, renderer.tokenizer, [], device="cpu", precision="bf16")
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
     assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "norm" in n or "embed" in n)

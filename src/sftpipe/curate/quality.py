@@ -10,14 +10,12 @@ that entered the stage is kept (`below_top_share`), ties broken by input order.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import re
-import urllib.request
 from typing import Any
 
+from ..chat_client import ChatClient, api_key
 from ..conversation import Conversation
 from .base import Drop, norm_text
 from ..config.curate import JudgeConfig, QualityConfig
@@ -77,17 +75,11 @@ def parse_rating(text: str) -> float | None:
 
 
 def endpoint_judge(cfg: JudgeConfig):
-    """A judge function that asks an OpenAI-compatible /chat/completions endpoint."""
-    def judge(conv: Conversation) -> str:
-        body = {"model": cfg.model, "temperature": 0, "max_tokens": 8,
-                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(conversation=_render(conv))}]}
-        headers = {"Content-Type": "application/json"}
-        if cfg.api_key_env and os.environ.get(cfg.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[cfg.api_key_env]}"
-        req = urllib.request.Request(cfg.url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers)
-        with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:  # noqa: S310 (configured URL)
-            return json.loads(resp.read())["choices"][0]["message"]["content"] or ""
-    return judge
+    """A judge function that asks an OpenAI-compatible /chat/completions endpoint (retrying transient failures)."""
+    client = ChatClient(cfg.url, cfg.model, api_key(cfg.api_key_env), cfg.timeout_s, max_tokens=8,
+                        name="quality judge endpoint", fix="start the server or set curate.quality.judge.url / "
+                        "curate.quality.judge.model (any OpenAI-compatible API)")
+    return lambda conv: client.complete(JUDGE_PROMPT.format(conversation=_render(conv)))
 
 
 def local_judge(cfg: JudgeConfig):

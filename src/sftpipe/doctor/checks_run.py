@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import SftpipeError
+from ..labels import label_runs
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .checks_template import _no_run, bundle_template, export_folders
 from .context import Context
@@ -22,16 +23,7 @@ MASK_SAMPLE = 64
 
 
 def _trained_text(tok, ex) -> str:
-    runs, cur = [], []
-    for i, lab in zip(ex.input_ids, ex.labels):
-        if lab != -100:
-            cur.append(i)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    if cur:
-        runs.append(cur)
-    return "\n".join(tok.decode(r) for r in runs)
+    return "\n".join(tok.decode(ex.input_ids[a:b]) for a, b, trained in label_runs(ex.labels) if trained)
 
 
 @check("masks")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RecordError
+from ..labels import label_runs
 from ..render import ChatRenderer
 from .pairs import Pair
 
@@ -29,12 +30,12 @@ def _side(renderer: ChatRenderer, pair: Pair, side: str) -> tuple[list[int], lis
         raise RecordError("template_split", f"the template renders the {side} side as {len(examples)} examples",
                           field=side, fix="use a template that renders a single reply as one example")
     ex = examples[0]
-    trained = [i for i, label in enumerate(ex.labels) if label != -100]
-    first, last = trained[0], trained[-1]
-    if last - first + 1 != len(trained):  # one reply: its trained tokens are one run
+    trained = [(start, end) for start, end, is_trained in label_runs(ex.labels) if is_trained]
+    if len(trained) != 1:  # one reply: its trained tokens are one run
         raise RecordError("template_split", f"the {side} reply's trained tokens are not contiguous", field=side,
                           fix="use a template that renders the reply as one span")
-    return ex.input_ids[:first], ex.input_ids[first:last + 1], ex.labels
+    (first, end), = trained
+    return ex.input_ids[:first], ex.input_ids[first:end], ex.labels
 
 
 def check_prefix(renderer: ChatRenderer, pair: Pair) -> None:

@@ -3,43 +3,17 @@
 TRL 1.16's fused LM head falls back, on devices without Triton, to several whole-tile passes per vocabulary chunk
 (the log-prob plus entropy, mean logit and top-1 statistics it logs), which dominates a DPO step of a small model on
 a CPU. Here the backbone runs once over the packed pairs (`sftpipe.dpo.shared_prefix`), only the hidden states that
-predict a completion token reach the output layer, and for a frozen output layer (LoRA, or any reference pass) the
-log-probs are computed 256 rows at a time, each chunk's gradient for the hidden states formed on the spot (as
-`sftpipe.train.trainer.chunked_cross_entropy` does for SFT), so no [positions x vocab] logits outlive their chunk.
-A trained output layer (full fine-tuning, tied embeddings) goes through autograd on those rows only.
+predict a completion token reach the output layer, and the log-probs are computed 256 rows at a time by the kernel
+SFT's loss uses too (`sftpipe.chunked`), so no [positions x vocab] logits outlive their chunk: for a frozen output
+layer (LoRA, or any reference pass) each chunk's gradient for the hidden states is formed on the spot; a trained one
+(full fine-tuning, tied embeddings) gets its gradient from one recomputation of each chunk in backward.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-CHUNK = 256
-
-
-class _FrozenHeadLogProbs(torch.autograd.Function):
-    """log p(target | hidden) per row for `hidden @ weight.T`, `chunk` rows at a time, `weight` frozen."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk):
-        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        grad = torch.zeros_like(hidden) if hidden.requires_grad else None
-        for s in range(0, hidden.shape[0], chunk):
-            logits = (hidden[s:s + chunk].to(weight.dtype) @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            t = targets[s:s + chunk]
-            out[s:s + chunk] = logits.gather(1, t[:, None])[:, 0] - lse
-            if grad is not None:  # d log p_t / d logits = onehot(t) - softmax
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(len(t), device=t.device), t] -= 1
-                grad[s:s + chunk] = (-(probs.to(weight.dtype) @ weight)).to(hidden.dtype)
-        ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_out[:, None].to(grad.dtype), None, None, None
+from ..chunked import CHUNK, head_logprobs
 
 
 def lean_head(model) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
@@ -65,12 +39,6 @@ def pair_logps(backbone, head: torch.nn.Linear, batch: dict[str, torch.Tensor], 
     rows = batch["score_row"]
     picked = hidden[rows, batch["score_from"]]
     targets = batch["input_ids"][rows, batch["score_to"]]
-    device = hidden.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
-    with torch.autocast(device_type=device, enabled=False):
-        if head.weight.requires_grad and torch.is_grad_enabled():
-            lp = -F.cross_entropy((picked.to(dtype) @ head.weight.to(dtype).t()).float(), targets, reduction="none")
-        else:
-            lp = _FrozenHeadLogProbs.apply(picked, head.weight.detach().to(dtype), targets, chunk)
+    lp = head_logprobs(head, picked, targets, chunk)
     slots = 2 * batch["input_ids"].shape[0]
     return torch.zeros(slots, dtype=torch.float32, device=lp.device).index_add(0, batch["score_slot"], lp)

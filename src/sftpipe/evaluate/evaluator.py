@@ -5,18 +5,18 @@ together, one model in memory at a time, is `sftpipe.stages.eval`."""
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..chat_client import ChatClient, api_key
 from ..config.evaluate import EvalConfig, EvalSetConfig
 from ..errors import ConfigError
 from ..io import write_jsonl
 from ..runs import RunInfo
 from ..generate import generate
 from .items import EvalItem, category_counts
-from .judge import JudgeClient, judge_pairs, load_rubric, pair_rows
+from .judge import judge_pairs, load_rubric, pair_rows
 from .judge import summarize as summarize_judge
 from .load import EvalModel
 from .loss import heldout_loss
@@ -152,11 +152,12 @@ def compare(label: str, cand: dict, cand_replies: dict[str, list[str]], base: di
     return out
 
 
-def judge_client(cfg: EvalConfig) -> JudgeClient:
+def judge_client(cfg: EvalConfig) -> ChatClient:
     """The judge client that eval.judge describes (the API key from the named environment variable)."""
     j = cfg.judge
-    key = os.environ.get(j.api_key_env) if j.api_key_env else None
-    return JudgeClient(j.url, j.model, key, j.timeout_s, j.retries, j.max_tokens)
+    return ChatClient(j.url, j.model, api_key(j.api_key_env), j.timeout_s, j.retries, j.max_tokens,
+                      name="judge endpoint", fix="start the server or set eval.judge.url / eval.judge.model (any "
+                      "OpenAI-compatible API)")
 
 
 def select_best(comparisons: dict[str, dict], weights: dict[str, float]) -> tuple[str, str, dict[str, float | None]]:

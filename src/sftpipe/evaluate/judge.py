@@ -1,4 +1,5 @@
-"""Pairwise LLM judge over any OpenAI-compatible endpoint, with the position-bias and verbosity-bias controls.
+"""Pairwise LLM judge over any OpenAI-compatible endpoint (through `sftpipe.chat_client`), with the position-bias and
+verbosity-bias controls.
 
 Each prompt is judged twice, candidate first and baseline first. A pair counts as a win only when both orders
 agree; an inconsistent pair, or one with an unparsable verdict, counts as a tie. Win rate = (W + 0.5 T) / N with
@@ -7,17 +8,13 @@ a paired-bootstrap CI, plus a length-controlled win rate (stats.length_controlle
 
 from __future__ import annotations
 
-import json
 import re
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..errors import SftpipeError
+from ..chat_client import ChatClient
 from ..stats import judge_outcome, length_controlled_win_rate, paired_bootstrap_ci, win_rate
 
 _FIELDS = re.compile(r"\{(conversation|reference|reply_a|reply_b)\}")
@@ -26,10 +23,6 @@ _VERDICT = re.compile(
     r"^(?:(?:final\s+)?(?:verdict|answer|winner|choice|decision|better reply|better response)\s*(?:is|:|-|=)?\s*)?"
     r"(?:(?:reply|response|assistant|answer|output)\s+)?(a|b|tie|draw|equal|both equal|neither)$")
 _WORDS = {"a": "A", "b": "B", "c": "tie"}
-
-
-class JudgeError(SftpipeError):
-    """The judge endpoint cannot be reached or answers with an HTTP error."""
 
 
 def default_rubric() -> str:
@@ -84,51 +77,6 @@ def parse_verdict(text: str | None) -> str:
 
 
 @dataclass
-class JudgeClient:
-    """POSTs one user message to `{url}/chat/completions` (temperature 0) and returns the reply text."""
-
-    url: str
-    model: str
-    api_key: str | None = None
-    timeout_s: float = 60.0
-    retries: int = 2
-    max_tokens: int = 16
-    backoff_s: float = 0.5  # wait before retry k: backoff_s * 2 ** (k - 1), at most 8 s
-
-    def complete(self, prompt: str) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": 0, "max_tokens": self.max_tokens}).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        endpoint = self.url.rstrip("/") + "/chat/completions"
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(8.0, self.backoff_s * 2 ** (attempt - 1)))
-            request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                    data = json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code} {e.reason}"
-                if e.code != 429 and e.code < 500:
-                    break
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last = str(getattr(e, "reason", e))
-                continue
-            except json.JSONDecodeError:
-                return ""  # not a chat completion: an unparsable verdict
-            try:
-                return data["choices"][0]["message"]["content"] or ""
-            except (KeyError, IndexError, TypeError):
-                return ""
-        raise JudgeError(f"judge endpoint {endpoint} failed after {self.retries + 1} attempt(s): {last}; fix: "
-                         "start the server or set eval.judge.url / eval.judge.model (any OpenAI-compatible API)")
-
-
-@dataclass
 class PairJudgement:
     """Both orders of one prompt: verdicts name positions ("A" = the first reply shown)."""
 
@@ -143,7 +91,7 @@ class PairJudgement:
     len_baseline: int
 
 
-def judge_pairs(client: JudgeClient, rubric: str, items: list, candidate: list[str], baseline: list[str], *,
+def judge_pairs(client: ChatClient, rubric: str, items: list, candidate: list[str], baseline: list[str], *,
                 concurrency: int = 4) -> list[PairJudgement]:
     """Judge every item in both orders (2 requests per item, `concurrency` at a time)."""
     if not len(items) == len(candidate) == len(baseline):

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from ..dataset import build_examples
+from ..labels import IGNORE_INDEX
 from ..render import ChatRenderer, Example
 from .items import EvalItem
 
@@ -53,7 +54,7 @@ def token_nll(model, examples: list[Example], *, tokens_per_batch: int = 4096) -
     for batch in _token_batches([len(e.input_ids) for e in examples], tokens_per_batch):
         width = max(len(examples[i].input_ids) for i in batch)
         ids = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
             n = len(examples[i].input_ids)
@@ -61,14 +62,14 @@ def token_nll(model, examples: list[Example], *, tokens_per_batch: int = 4096) -
             labels[row, :n] = torch.tensor(examples[i].labels)
             mask[row, :n] = 1
         target = labels[:, 1:]  # token t is predicted from position t - 1
-        cols = torch.nonzero((target != -100).any(dim=0)).flatten()  # positions that predict a trained token
+        cols = torch.nonzero((target != IGNORE_INDEX).any(dim=0)).flatten()  # positions that predict a trained token
         kwargs = {"logits_to_keep": cols.to(device)} if keep_some else {}
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
             if not keep_some:
                 logits = logits[:, cols]
             tgt = target[:, cols].to(device)
-            picked = tgt != -100
+            picked = tgt != IGNORE_INDEX
             nll = torch.zeros(tgt.shape, dtype=torch.float32, device=device)
             nll[picked] = F.cross_entropy(logits[picked].float(), tgt[picked], reduction="none")
         for row, i in enumerate(batch):

@@ -1,7 +1,5 @@
-"""`sftpipe export`: deployment bundles of a run (hf, vllm, gguf) and the merge core `sftpipe merge` shares."""
+"""`sftpipe export`: deployment bundles of a run and the merge core `sftpipe merge` shares.
 
-from .bundle import end_of_turn_eos, write_hf, write_vllm
-from .merged import DTYPES, atomic_folder, merged_model, save_model, torch_dtype
-
-__all__ = ["DTYPES", "atomic_folder", "end_of_turn_eos", "merged_model", "save_model", "torch_dtype", "write_hf",
-           "write_vllm"]
+`formats` maps each format name to its writer (`bundle`: hf, vllm; `gguf`); `merged` folds a run's adapter in and
+saves it. The package imports nothing itself, so the CLI can read the format names without loading torch.
+"""

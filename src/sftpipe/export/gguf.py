@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from ..io import write_json
 from ..runs import RunInfo, check_template
 from .bundle import end_of_turn_eos
 
@@ -150,8 +151,8 @@ def read_back(folder: Path, filename: str, model, tokenizer, dtype: str) -> dict
 
 def write_gguf(folder: Path, model, tokenizer, run_dir: Path, info: RunInfo, *, dtype: str,
                checkpoint: str | None = None) -> dict:
-    """`<name>.gguf` in `folder`, checked by reading it back; ModelError when the check fails (TemplateError, before
-    writing, when the tokenizer's template is not the one training used)."""
+    """`<name>.gguf` and export.json in `folder`, the file checked by reading it back; ModelError when the check
+    fails (TemplateError, before writing, when the tokenizer's template is not the one training used)."""
     check_template(run_dir, tokenizer, info)
     eos = end_of_turn_eos(run_dir, info, tokenizer)
     eot = (info.template.end_of_turn_ids or eos)[0] if info.template else eos[0]
@@ -161,6 +162,8 @@ def write_gguf(folder: Path, model, tokenizer, run_dir: Path, info: RunInfo, *, 
     if not check["ok"]:
         raise ModelError(f"the GGUF read back differs from the merged model ({check}); fix: export --format hf and "
                          "convert with llama.cpp's convert_hf_to_gguf.py")
-    return {"format": "gguf", "file": filename, "dtype": dtype, "run_dir": str(run_dir), "run": info.name,
-            "checkpoint": checkpoint, "eos_token_id": eos, "eot_token_id": eot, "check": check,
-            "writer": "gguf-py (llama.cpp's GGUF library on PyPI) GGUFWriter + tensor-name map"}
+    record = {"format": "gguf", "file": filename, "dtype": dtype, "run_dir": str(run_dir), "run": info.name,
+              "checkpoint": checkpoint, "eos_token_id": eos, "eot_token_id": eot, "check": check,
+              "writer": "gguf-py (llama.cpp's GGUF library on PyPI) GGUFWriter + tensor-name map"}
+    write_json(folder / "export.json", record)
+    return record

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from ..errors import ConfigError, ModelError
-from ..export import atomic_folder, merged_model, torch_dtype, write_hf, write_vllm
-from ..io import write_json
+from ..export.formats import writer
+from ..export.merged import atomic_folder, merged_model, torch_dtype
 from ..runs import resolve
-
-FORMATS = ("hf", "vllm", "gguf")
 
 
 @dataclass
@@ -29,11 +26,11 @@ class ExportResult:
     record: dict = field(default_factory=dict)
 
 
-def run(ref: str | Path, out: str | Path, *, format: Literal["hf", "vllm", "gguf"] = "hf", dtype: str = "bf16",
+def run(ref: str | Path, out: str | Path, *, format: str = "hf", dtype: str = "bf16",
         overwrite: bool = False) -> ExportResult:
-    """Export the run `ref` (runs/<name> or one of its checkpoint folders) as `format` into `out`."""
-    if format not in FORMATS:
-        raise ConfigError("--format", [f"{format!r} is not a format; allowed: {', '.join(FORMATS)}"])
+    """Export the run `ref` (runs/<name> or one of its checkpoint folders) as `format` (a name in
+    `sftpipe.export.formats`) into `out`."""
+    write = writer(format)
     torch_dtype(dtype)  # an unknown dtype fails before the model loads
     try:
         found = resolve(ref)
@@ -43,13 +40,5 @@ def run(ref: str | Path, out: str | Path, *, format: Literal["hf", "vllm", "gguf
     out = Path(out)
     model, tokenizer, info = merged_model(run_dir, checkpoint)
     with atomic_folder(out, overwrite=overwrite) as tmp:
-        if format == "hf":
-            record = write_hf(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
-        elif format == "vllm":
-            record = write_vllm(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
-        else:
-            from ..export.gguf import write_gguf
-
-            record = write_gguf(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
-            write_json(tmp / "export.json", record)
+        record = write(tmp, model, tokenizer, run_dir, info, dtype=dtype, checkpoint=checkpoint)
     return ExportResult(out, format, record)

@@ -8,6 +8,7 @@ from rich.text import Text
 from ..config import SftpipeConfig
 from ..dataset import build_renderer, read_data
 from ..errors import ConfigError
+from ..labels import label_runs
 from ..render import Example
 
 
@@ -18,16 +19,14 @@ def highlight(example: Example, tokenizer, *, marks: bool = False) -> Text:
     """The example's text, token by token: trained tokens on green, the rest dim; with `marks`, each trained span
     also sits between ⟦ and ⟧ so it shows without colour."""
     out = Text()
-    trained_before = False
-    for tok_id, label in zip(example.input_ids, example.labels):
-        piece = tokenizer.decode([tok_id], skip_special_tokens=False)
-        trained = label != -100
-        if marks and trained != trained_before:
-            out.append(OPEN if trained else CLOSE)
-        out.append(piece, style="black on green" if trained else "dim")
-        trained_before = trained
-    if marks and trained_before:
-        out.append(CLOSE)
+    for start, end, trained in label_runs(example.labels):
+        if marks and trained:
+            out.append(OPEN)
+        for tok_id in example.input_ids[start:end]:
+            out.append(tokenizer.decode([tok_id], skip_special_tokens=False),
+                       style="black on green" if trained else "dim")
+        if marks and trained:
+            out.append(CLOSE)
     return out
 
 

@@ -4,7 +4,8 @@
 trained, through a forward pre-hook, so the [tokens x vocab] logits are never built for prompts or padding. The
 hook runs inside the model's own forward, so DDP/FSDP wrapping, autocast and logit post-processing (soft-capping)
 still apply. When the lm_head is frozen and has no post-processing (LoRA on most models), the logits are built
-in chunks inside the loss, each chunk's gradient computed on the spot, so peak memory holds one chunk of them.
+in chunks inside the loss (`sftpipe.chunked`, shared with DPO), each chunk's gradient computed on the spot, so peak
+memory holds one chunk of them.
 The loss is summed and divided by the trained-token count of the whole accumulated (and, under DDP, all-process)
 batch, so gradient accumulation and N processes give the gradient of one big batch.
 """
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-IGNORE_INDEX = -100
+from ..chunked import head_logprobs
+from ..labels import IGNORE_INDEX
 
 
 def shift_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -45,44 +47,11 @@ def trained_index(labels: torch.Tensor) -> torch.Tensor:
 LOSS_CHUNK = 256  # trained positions per lm_head + cross-entropy chunk
 
 
-class _FrozenLinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time, for a frozen
-    `weight`: the gradient for `hidden` is computed chunk by chunk in the forward pass, so no logits outlive
-    their chunk and nothing is recomputed in backward."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk):
-        grad = torch.zeros_like(hidden) if hidden.requires_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for s in range(0, hidden.shape[0], chunk):
-            t = targets[s:s + chunk]
-            logits = (hidden[s:s + chunk].to(weight.dtype) @ weight.t()).float()
-            keep = t != IGNORE_INDEX
-            safe = torch.where(keep, t, 0)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += ((lse - logits.gather(1, safe[:, None])[:, 0]) * keep).sum()
-            if grad is not None:  # d loss / d logits = softmax - one_hot(target), zero on ignored rows
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(len(t), device=t.device), safe] -= 1
-                probs.mul_(keep[:, None])
-                grad[s:s + chunk] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
-        ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None
-
-
 def chunked_cross_entropy(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor,
                           chunk: int = LOSS_CHUNK) -> torch.Tensor:
-    """Sum of cross-entropy of `head(hidden)` (a frozen, bias-free Linear) against `targets`, at most `chunk`
-    rows of logits at a time; in the autocast dtype when autocast is on, as `head(hidden)` would be."""
-    device = hidden.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
-    with torch.autocast(device_type=device, enabled=False):
-        return _FrozenLinearCrossEntropy.apply(hidden, head.weight.to(dtype), targets, chunk)
+    """Sum of cross-entropy of `head(hidden)` (a bias-free Linear) against `targets`, at most `chunk` rows of
+    logits at a time (`sftpipe.chunked`); in the autocast dtype when autocast is on, as `head(hidden)` would be."""
+    return -head_logprobs(head, hidden, targets, chunk).sum()
 
 
 class TrainedPositions:
