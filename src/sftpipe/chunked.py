@@ -5,15 +5,16 @@
 `-head_logprobs(...).sum()` (`sftpipe.train.trainer`); DPO's completion log-probs are `head_logprobs(...)` summed
 per sequence (`sftpipe.dpo.logps`).
 
-Gradients: for the hidden states, each row's gradient is formed in the forward pass while its chunk of logits is
-at hand (d log p_t / d logits = onehot(t) - softmax), so nothing is recomputed and no logits are kept; backward only
-scales each row by its incoming gradient. When the output layer's weight is trained too, its gradient depends on
-those incoming gradients, so backward recomputes each chunk's logits once and forms both gradients there.
+Gradients: for a frozen output layer (LoRA, a reference pass), each row's gradient for the hidden states is formed
+in the forward pass while its chunk of logits is at hand (d log p_t / d logits = onehot(t) - softmax), so nothing is
+recomputed and no logits are kept; backward only scales each row by its incoming gradient. A trained output layer
+(full fine-tuning, tied embeddings) goes through plain autograd on the given rows, as it always has.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .labels import IGNORE_INDEX
 
@@ -35,42 +36,25 @@ def _dlogits(logits: torch.Tensor, lse: torch.Tensor, keep: torch.Tensor, safe: 
     return grad.mul_(keep[:, None])
 
 
-class _ChunkedLogProbs(torch.autograd.Function):
-    """log p(target | hidden @ weight.T) per row, `chunk` rows at a time."""
+class _FrozenHeadLogProbs(torch.autograd.Function):
+    """log p(target | hidden @ weight.T) per row, `chunk` rows at a time, `weight` frozen."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk):
         out = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        train_weight = ctx.needs_input_grad[1]
-        grad = torch.zeros_like(hidden) if ctx.needs_input_grad[0] and not train_weight else None
+        grad = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
         for s in range(0, hidden.shape[0], chunk):
             logits, lse, keep, safe = _chunk_logits(hidden[s:s + chunk], weight, targets[s:s + chunk])
             out[s:s + chunk] = (logits.gather(1, safe[:, None])[:, 0] - lse) * keep
             if grad is not None:
                 grad[s:s + chunk] = (_dlogits(logits, lse, keep, safe).to(weight.dtype) @ weight).to(hidden.dtype)
-        ctx.chunk = chunk
-        if train_weight:
-            ctx.save_for_backward(hidden, weight, targets)
-        else:
-            ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
+        ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        if len(ctx.saved_tensors) == 1:  # hidden's gradient per row, formed in forward
-            (grad,) = ctx.saved_tensors
-            return grad * grad_out[:, None].to(grad.dtype), None, None, None
-        hidden, weight, targets = ctx.saved_tensors
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        for s in range(0, hidden.shape[0], ctx.chunk):
-            h = hidden[s:s + ctx.chunk]
-            logits, lse, keep, safe = _chunk_logits(h, weight, targets[s:s + ctx.chunk])
-            g = _dlogits(logits, lse, keep, safe).mul_(grad_out[s:s + ctx.chunk, None].float())
-            grad_weight += g.t() @ h.float()
-            if grad_hidden is not None:
-                grad_hidden[s:s + ctx.chunk] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
-        return grad_hidden, grad_weight.to(weight.dtype), None, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out[:, None].to(grad.dtype), None, None, None
 
 
 def head_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor,
@@ -79,8 +63,10 @@ def head_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Te
     the autocast dtype when autocast is on, as `head(hidden)` would be."""
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
-    weight = head.weight.to(dtype)
-    if not torch.is_grad_enabled():  # a Function's needs_input_grad ignores no_grad: keep nothing for backward
-        hidden, weight = hidden.detach(), weight.detach()
     with torch.autocast(device_type=device, enabled=False):
-        return _ChunkedLogProbs.apply(hidden, weight, targets, chunk)
+        if head.weight.requires_grad and torch.is_grad_enabled():
+            logits = (hidden.to(dtype) @ head.weight.to(dtype).t()).float()
+            return -F.cross_entropy(logits, targets, reduction="none", ignore_index=IGNORE_INDEX)
+        if not torch.is_grad_enabled():  # a Function's needs_input_grad ignores no_grad: keep nothing for backward
+            hidden = hidden.detach()
+        return _FrozenHeadLogProbs.apply(hidden, head.weight.detach().to(dtype), targets, chunk)

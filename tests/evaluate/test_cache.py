@@ -216,5 +216,5 @@ def test_the_source_digest_follows_eval_code_only(tmp_path):
     assert edited("same", ()) == before
     assert edited("other", ("train/trainer.py", "dpo/logps.py", "stages/eval.py", "demo/generate.py", "cli.py")) \
         == before
-    for i, f in enumerate(("evaluate/evaluator.py", "generate/engine.py", "render.py", "curate/config.py")):
+    for i, f in enumerate(("evaluate/evaluator.py", "generate/engine.py", "render.py", "config/curate.py")):
         assert edited(f"eval{i}", (f,)) != before, f

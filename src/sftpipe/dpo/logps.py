@@ -6,7 +6,7 @@ a CPU. Here the backbone runs once over the packed pairs (`sftpipe.dpo.shared_pr
 predict a completion token reach the output layer, and the log-probs are computed 256 rows at a time by the kernel
 SFT's loss uses too (`sftpipe.chunked`), so no [positions x vocab] logits outlive their chunk: for a frozen output
 layer (LoRA, or any reference pass) each chunk's gradient for the hidden states is formed on the spot; a trained one
-(full fine-tuning, tied embeddings) gets its gradient from one recomputation of each chunk in backward.
+(full fine-tuning, tied embeddings) goes through autograd on those rows only.
 """
 
 from __future__ import annotations
