@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,15 @@ def test_the_tree_keeps_every_contract():
     assert "0 broken" in out.stdout
 
 
+def test_the_console_contract_covers_every_module_below_stages():
+    contracts = {c["name"]: c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"]}
+    layers = contracts["Layers"]["layers"]
+    below = {f"sftpipe.{name.strip()}" for layer in layers[layers.index("stages") + 1:]
+             for name in re.split("[|:]", layer)}
+    assert len(below) > 20 and set(contracts["Console only in stages and CLI"]["source_modules"]) == below
+
+
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tree")
@@ -40,6 +51,7 @@ def copy(tmp_path_factory) -> Path:
     ("evaluate/score.py", "from ..demo import policy", "Layers"),
     ("runs/info.py", "from ..train import lifecycle", "Layers"),
     ("dataset.py", "import rich.progress", "Console only in stages and CLI"),
+    ("doctor/base.py", "from rich.table import Table", "Console only in stages and CLI"),
     ("curate/filters.py", "from ..evaluate import score", "Data flow curate-train-eval"),
     ("train/data.py", "from ..curate import base", "Layers"),  # stage libraries are independent
     ("review/stats.py", "from ..evaluate import score", "Layers"),
