@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-# sftpipe shows its own progress (rich); transformers' per-load tqdm bars would interleave with it. =0 restores them.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from .errors import ConfigError, SftpipeError
 
-from .config import load_config  # noqa: E402
-from .errors import ConfigError, SftpipeError  # noqa: E402
+# sftpipe shows its own progress (rich); transformers' per-load tqdm bars would interleave with it. =0 restores them.
+# Every verb imports its stage (and so transformers) inside its function, after this line; `--help` imports neither.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(help="sftpipe: raw chat transcripts -> curated data -> fine-tuned, evaluated, servable model.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -31,6 +31,9 @@ Format = Annotated[str | None, typer.Option("--format", help="auto | openai | sh
 
 
 def _config(config, sets, **flags):
+    """The project config: the file, then `--set`, then the verb's own flags."""
+    from .config import load_config
+
     return load_config(config, sets, flags=flags)
 
 

@@ -18,7 +18,9 @@ from sftpipe.conversation import Conversation, Message
 from sftpipe.errors import TemplateError
 from sftpipe.evaluate.load import load_run_model
 from sftpipe.generate import generate
-from sftpipe.serve import ServeConfig, build_app, load_served
+from sftpipe.config.serve import ServeConfig
+from sftpipe.serve.app import build_app
+from sftpipe.serve.load import load_served
 from sftpipe.generate import Engine, Worker
 
 from .conftest import API_KEY
@@ -208,7 +210,7 @@ def test_start_up_refuses_a_changed_template(tiny_run, tmp_path, capsys, monkeyp
 
     from sftpipe import cli
     from sftpipe.runs import read_info
-    from sftpipe.serve import check_template
+    from sftpipe.serve.load import check_template
 
     tok = AutoTokenizer.from_pretrained(tiny_run)
     info = read_info(tiny_run)
