@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,15 @@ def test_the_tree_keeps_every_contract():
     assert "0 broken" in out.stdout
 
 
+def test_the_console_contract_covers_every_module_below_stages():
+    contracts = {c["name"]: c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"]}
+    layers = contracts["Layers"]["layers"]
+    below = {f"sftpipe.{name.strip()}" for layer in layers[layers.index("stages") + 1:]
+             for name in re.split("[|:]", layer)}
+    assert len(below) > 20 and set(contracts["Console only in stages and CLI"]["source_modules"]) == below
+
+
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tree")
@@ -40,6 +51,7 @@ def copy(tmp_path_factory) -> Path:
     ("evaluate/score.py", "from ..demo import policy", "Layers"),
     ("runs/info.py", "from ..train import lifecycle", "Layers"),
     ("dataset.py", "import rich.progress", "Console only in stages and CLI"),
+    ("doctor/base.py", "from rich.table import Table", "Console only in stages and CLI"),
     ("curate/filters.py", "from ..evaluate import score", "Data flow curate-train-eval"),
     ("train/data.py", "from ..curate import base", "Layers"),  # stage libraries are independent
     ("review/stats.py", "from ..evaluate import score", "Layers"),
@@ -67,3 +79,49 @@ def test_a_module_no_layer_names_breaks_the_layers_contract(copy):
     finally:
         extra.unlink()
     assert out.returncode != 0 and "sftpipe.unplaced" in out.stdout, out.stdout[-3000:]
+
+
+def loops(graph) -> list[str]:
+    """Every import that lies on a loop: between modules, and between the children of each package (a package's
+    subpackages squashed, so `a.x -> b.y` and `b.z -> a.w` make `a` and `b` a loop). Empty when there is none."""
+    levels: dict[str, set[tuple[str, str]]] = {"": set()}
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            levels[""].add((importer, imported))
+            a, b = importer.split("."), imported.split(".")
+            for depth in range(1, min(len(a), len(b))):  # each package that holds both, below its common root
+                if a[:depth] != b[:depth]:
+                    break
+                if a[depth] != b[depth]:
+                    levels.setdefault(".".join(a[:depth]), set()).add((".".join(a[:depth + 1]),
+                                                                       ".".join(b[:depth + 1])))
+    found = set()
+    for edges in levels.values():
+        out: dict[str, set[str]] = {}
+        for a, b in edges:
+            out.setdefault(a, set()).add(b)
+        for a, b in edges:  # on a loop when `a` can be reached from `b`
+            seen, todo = set(), [b]
+            while todo:
+                node = todo.pop()
+                if node not in seen:
+                    seen.add(node)
+                    todo.extend(out.get(node, ()))
+            if a in seen:
+                found.add(f"{a} -> {b}")
+    return sorted(found)
+
+
+def test_no_import_loops_between_modules_or_packages():
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("sftpipe", cache_dir=None)
+    assert len(graph.modules) > 100 and loops(graph) == []
+
+
+def test_the_loop_check_finds_module_and_package_loops():
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.ImportGraph()
+    for a, b in [("p.a.x", "p.b.y"), ("p.b.z", "p.a.w"), ("p.c.one", "p.c.two"), ("p.c.two", "p.c.one"),
+                 ("p.c.one", "p.d")]:
+        graph.add_import(importer=a, imported=b)
+    assert loops(graph) == ["p.a -> p.b", "p.b -> p.a", "p.c.one -> p.c.two", "p.c.two -> p.c.one"]

@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-# sftpipe shows its own progress (rich); transformers' per-load tqdm bars would interleave with it. =0 restores them.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from .errors import ConfigError, SftpipeError
+from .export.formats import formats_help
 
-from .config import load_config  # noqa: E402
-from .errors import ConfigError, SftpipeError  # noqa: E402
-from .export.formats import formats_help  # noqa: E402
+# sftpipe shows its own progress (rich); transformers' per-load tqdm bars would interleave with it. =0 restores them.
+# Every verb imports its stage (and so transformers) inside its function, after this line; `--help` imports neither.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(help="sftpipe: raw chat transcripts -> curated data -> fine-tuned, evaluated, servable model.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -32,6 +32,9 @@ Format = Annotated[str | None, typer.Option("--format", help="auto | openai | sh
 
 
 def _config(config, sets, **flags):
+    """The project config: the file, then `--set`, then the verb's own flags."""
+    from .config import load_config
+
     return load_config(config, sets, flags=flags)
 
 
@@ -57,10 +60,11 @@ def inspect(config: Config = None, set: Sets = None, model: Model = None, tokeni
             index: Annotated[int, typer.Option("--index", "-n", help="Which record (0-based).")] = 0) -> None:
     """Print one rendered example with its trained tokens highlighted."""
     from .stages.inspect import run
+    from .stages.show import print_inspect
 
     cfg = _config(config, set, **{"model.name": model, "model.tokenizer": tokenizer, "template.name": template,
                                   "data.train": input, "render.train_on": train_on, "data.format": format})
-    run(cfg, index)
+    print_inspect(run(cfg, index))
 
 
 @app.command("eval")
@@ -159,16 +163,11 @@ def doctor(config: Config = None, set: Sets = None,
            check: Annotated[list[str] | None, typer.Option("--check", help="Only these checks (by name).")]
            = None) -> None:
     """Check the guide's production checklist and pitfalls against the config, its data and its run."""
-    import json
-
     from .stages.doctor import run as run_doctor
     from .stages.show import print_doctor
 
     result = run_doctor(_config(config, set), config_path=config, run_dir=run, only=check)
-    if json_:
-        typer.echo(json.dumps(result.to_json(strict), indent=2))
-    else:
-        print_doctor(result)
+    print_doctor(result, as_json=json_, strict=strict)
     raise typer.Exit(result.exit_code(strict))
 
 
@@ -195,9 +194,9 @@ def export(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>
            overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False) -> None:
     """Export a run for deployment: merged safetensors (hf), a vLLM bundle, or a GGUF for llama.cpp."""
     from .stages.export import run
+    from .stages.show import print_export
 
-    res = run(run_dir, out, format=format, dtype=dtype, overwrite=overwrite)
-    typer.echo(f"exported {run_dir} as {res.format} ({dtype}) -> {res.output}")
+    print_export(run(run_dir, out, format=format, dtype=dtype, overwrite=overwrite))
 
 
 demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
@@ -213,8 +212,9 @@ def demo(ctx: typer.Context, size: Size = "default", out: Out = Path("demo-out")
     """Run the whole Harbor demo in OUT on the embedded default model (SmolLM2-135M-Instruct)."""
     if ctx.invoked_subcommand is None:
         from .stages.demo import run
+        from .stages.show import print_demo
 
-        run(out, size=size, seed=seed, sets=set)
+        print_demo(run(out, size=size, seed=seed, sets=set))
 
 
 @demo_app.command("generate")
@@ -256,8 +256,9 @@ def review_add_reviewer(session: Session, name: Annotated[str, typer.Argument(he
                         host: Host = "127.0.0.1", port: Port = 8700) -> None:
     """Register a reviewer and print their personal link (keep it private: the token is the login)."""
     from .stages.review import add_reviewer
+    from .stages.show import print_review_link
 
-    typer.echo(add_reviewer(session, name, host=host, port=port))
+    print_review_link(add_reviewer(session, name, host=host, port=port))
 
 
 @review_app.command("serve")
@@ -288,16 +289,10 @@ def review_export(session: Session,
 def review_stats(session: Session,
                  json_: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False) -> None:
     """Win rate with CI, rubric means per run, inter-reviewer agreement and consistency."""
-    import json
-
     from .stages.review import stats
     from .stages.show import print_review_stats
 
-    result = stats(session)
-    if json_:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        print_review_stats(result)
+    print_review_stats(stats(session), as_json=json_)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from sftpipe.cli import app
 from sftpipe.config import load_config
 from sftpipe.doctor import CHECKS
 from sftpipe.stages import doctor as doctor_stage
-from sftpipe.stages.show import doctor_table
+from sftpipe.stages.show_tables import doctor_table
 
 ISSUE_CHECKS = {"target-behaviours", "base-checkpoint", "template-parity", "end-of-turn", "bos-once", "masks",
                 "multi-turn-policy", "curation-ran", "data-hash", "near-duplicates", "decontaminated",

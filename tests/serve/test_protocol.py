@@ -9,7 +9,8 @@ import pytest
 import sftpipe.generate.stops
 import sftpipe.serve.protocol
 from sftpipe.config import load_config
-from sftpipe.serve import ApiError, ServeConfig, decode_request
+from sftpipe.config.serve import ServeConfig
+from sftpipe.serve.protocol import ApiError, decode_request
 
 
 def test_doctests():

@@ -18,7 +18,9 @@ from sftpipe.conversation import Conversation, Message
 from sftpipe.errors import TemplateError
 from sftpipe.evaluate.load import load_run_model
 from sftpipe.generate import generate
-from sftpipe.serve import ServeConfig, build_app, load_served
+from sftpipe.config.serve import ServeConfig
+from sftpipe.serve.app import build_app
+from sftpipe.serve.load import load_served
 from sftpipe.generate import Engine, Worker
 
 from .conftest import API_KEY

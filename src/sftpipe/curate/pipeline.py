@@ -18,10 +18,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conversation import Conversation, Source
-from ..dataset import Tracker
 from .. import curated
 from ..io import sha256_file
 from ..readers import read_conversations
@@ -36,6 +35,9 @@ from .pii import Pii, redact_text
 from .policy import Policy
 from .quality import Quality
 from .split import Split
+
+if TYPE_CHECKING:
+    from ..dataset import Tracker
 
 MIN_PARALLEL = 2000  # below this many records a worker pool costs more than it saves
 

@@ -1,5 +1,5 @@
 """A doctor check: one small function with a name, a docstring whose first line quotes the guide line it maps to,
-and a `Finding` (verdict, evidence, fix). `@check` registers it; `run_checks` runs them all in order.
+and a `Finding` (verdict, evidence, fix). `@check` registers it; `sftpipe.doctor.run_checks` runs them all in order.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def skip(reason: str) -> Outcome:
     return Outcome("SKIP", reason)
 
 
+def no_run(ctx: Context) -> Outcome:
+    """SKIP for a check that needs the run: why there is no run.json to read."""
+    return skip(ctx.run[1])
+
+
 def worst(*outcomes: Outcome) -> Outcome:
     """Several findings of one check as one: the worst verdict, every non-PASS evidence and fix joined.
 
@@ -104,16 +109,6 @@ def run_check(c: Check, ctx: Context) -> Finding:
     except Exception as e:  # noqa: BLE001  (reported, not swallowed: the check's row says it crashed)
         out = fail(f"the check crashed: {type(e).__name__}: {e}", "a doctor bug: report it with this message")
     return Finding(c.name, out.verdict, out.evidence, out.fix, c.guide)
-
-
-def run_checks(ctx: Context, only: list[str] | None = None) -> list[Finding]:
-    """Every registered check (or those named in `only`), in registration order."""
-    from . import checks_data, checks_plan, checks_run, checks_template  # noqa: F401  (registers the checks)
-
-    unknown = sorted(set(only or []) - {c.name for c in CHECKS})
-    if unknown:
-        raise ValueError(f"unknown doctor check(s) {unknown}; known: {', '.join(c.name for c in CHECKS)}")
-    return [run_check(c, ctx) for c in CHECKS if not only or c.name in only]
 
 
 def exit_code(findings: list[Finding], strict: bool = False) -> int:

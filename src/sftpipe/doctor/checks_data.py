@@ -9,9 +9,8 @@ from pathlib import Path
 
 from ..curated import files_hash
 from .base import Outcome, check, fail, ok, skip, warn, worst
-from .checks_plan import _label
 from .context import Context
-from .text import COPIED, near_pairs, overlap, prompt_text
+from .text import COPIED, near_pairs, overlap, prompt_text, record_label
 
 REQUIRED_STAGES = ("pii", "dedup", "quality")  # the checklist's "deduplication, PII scrubbing, and quality scoring"
 NEAR_DUP_RATE = 0.01  # share of training records with a near-duplicate left in train
@@ -102,14 +101,15 @@ def near_duplicates(ctx: Context) -> Outcome:
     found = [ok(f"{len(dups)}/{len(texts)} training conversations have a near-duplicate (Jaccard >= {thr:g}) "
                 f"in train ({rate:.2%})")]
     if rate > NEAR_DUP_RATE:
-        ex = ", ".join(f"{_label(ctx.train[i], i)}~{_label(ctx.train[j], j)} ({s})" for i, j, s in pairs[:3])
+        ex = ", ".join(f"{record_label(ctx.train[i], i)}~{record_label(ctx.train[j], j)} ({s})"
+                       for i, j, s in pairs[:3])
         found.append(warn(f"{len(dups)}/{len(texts)} ({rate:.1%}) training conversations are near-duplicates, "
                           f"above {NEAR_DUP_RATE:.0%} (e.g. {ex})",
                           "enable curate.dedup.near (or lower its threshold) and re-run `sftpipe curate`"))
     if ctx.eval:
         shared = near_pairs([c.dialogue_text() for c in ctx.eval], texts, threshold=thr)
         if shared:
-            ex = ", ".join(f"eval {_label(ctx.eval[i], i)}~train {_label(ctx.train[j], j)} ({s})"
+            ex = ", ".join(f"eval {record_label(ctx.eval[i], i)}~train {record_label(ctx.train[j], j)} ({s})"
                            for i, j, s in shared[:3])
             found.append(fail(f"{len({i for i, _, _ in shared})}/{len(ctx.eval)} eval conversations near-duplicate "
                               f"training ones ({ex})", "split with curate.split (near-duplicates grouped into one "
@@ -210,7 +210,7 @@ def held_out_split(ctx: Context) -> Outcome:
     eval_ids = [str(c.meta["id"]) for c in ctx.eval if c.meta.get("id") is not None]
     leaked = [i for i in eval_ids if i in train_ids]
     texts = {c.dialogue_text() for c in ctx.train}
-    copies = [_label(c, i) for i, c in enumerate(ctx.eval) if c.dialogue_text() in texts]
+    copies = [record_label(c, i) for i, c in enumerate(ctx.eval) if c.dialogue_text() in texts]
     if leaked or copies:
         ex = ", ".join(dict.fromkeys(leaked[:3] + copies[:3]))
         found.append(fail(f"{len(set(leaked) | set(copies))}/{len(ctx.eval)} eval records are in train (ids or "

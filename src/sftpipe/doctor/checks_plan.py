@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .base import Outcome, check, fail, ok, skip, warn, worst
 from .context import Context, read_json
-from .text import is_refusal
+from .text import is_refusal, record_label
 
 SMALL_BUDGET, LARGE_BUDGET = 10_000, 100_000  # demonstrations; the guide's SFT row: 1k-100k demos
 LORA_LR, FULL_LR = (1e-4, 3e-4), (1e-5, 2e-5)
@@ -167,13 +167,6 @@ def lora_first(ctx: Context) -> Outcome:
     return worst(*found)
 
 
-def _label(conv, i: int) -> str:
-    rid = conv.meta.get("id")
-    if rid is not None:
-        return str(rid)
-    return f"{conv.source.path}:{conv.source.line}" if conv.source else f"#{i}"
-
-
 @check("system-prompt")
 def system_prompt(ctx: Context) -> Outcome:
     """Checklist: "Version control system prompts separately; shrink prompts as behaviors move into weights."
@@ -198,7 +191,7 @@ def system_prompt(ctx: Context) -> Outcome:
                           "move behaviours into demonstrations and shrink the prompt under 400 tokens (Harbor cut "
                           "a 2,400-token prompt)"))
     if len(prompts) > 1:
-        odd = [_label(c, i) for i, c in enumerate(ctx.train)
+        odd = [record_label(c, i) for i, c in enumerate(ctx.train)
                if c.messages and c.messages[0].role == "system" and c.messages[0].content != top][:5]
         found.append(warn(f"{len(prompts)} distinct system prompts; {sum(prompts.values()) - count} conversations "
                           f"differ from the main one (e.g. {', '.join(odd)})",
@@ -248,7 +241,7 @@ def refusals(ctx: Context) -> Outcome:
     if not hits:
         return warn(found, "add explicit refusal demonstrations (decline + safe alternative) for the red-team "
                            "cases, then follow with preference learning")
-    ex = ", ".join(dict.fromkeys(_label(ctx.train[i], i) for i in hits[:3]))
+    ex = ", ".join(dict.fromkeys(record_label(ctx.train[i], i) for i in hits[:3]))
     return ok(f"{found} (e.g. {ex})")
 
 
@@ -272,7 +265,7 @@ def synthetic_audited(ctx: Context) -> Outcome:
     judged = bool(((report_cfg.get("quality") or {}).get("judge") or {}).get("enabled"))
     human = ctx.cfg.eval.human and Path(ctx.cfg.eval.human).is_file()
     found = (f"{len(marked)}/{len(ctx.train)} training records are synthetic (e.g. "
-             f"{', '.join(_label(ctx.train[i], i) for i in marked[:3])})")
+             f"{', '.join(record_label(ctx.train[i], i) for i in marked[:3])})")
     if judged or human:
         return ok(found + "; audited by " + " and ".join(x for x, on in (("a judge filter", judged),
                                                                          ("human ratings", human)) if on))

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from ..errors import SftpipeError
 from ..labels import label_runs
-from .base import Outcome, check, fail, ok, skip, warn, worst
-from .checks_template import _no_run, bundle_template, export_folders
+from .base import Outcome, check, fail, no_run, ok, skip, warn, worst
+from .bundles import bundle_template, export_folders
 from .context import Context
 
 SHARE_BOUNDS = (0.05, 0.95)  # trained share of tokens
@@ -157,7 +157,7 @@ def provenance(ctx: Context) -> Outcome:
 
     info = ctx.info
     if info is None:
-        return _no_run(ctx)
+        return no_run(ctx)
     have: dict[str, Any] = {"data hash": info.data.get("train_hash"), "hyperparameters": info.config.get("train"),
                             "template": info.template and info.template.sha256,
                             "versions": info.versions.get("transformers"), "git commit": info.git_commit}
@@ -191,7 +191,7 @@ def regression_tested(ctx: Context) -> Outcome:
     general retention (exp(baseline NLL - NLL)) above 0.9."""
     info = ctx.info
     if info is None:
-        return _no_run(ctx)
+        return no_run(ctx)
     if not info.eval:
         return warn(f"{ctx.run_dir} has not been evaluated", "run `sftpipe eval -c sftpipe.yaml` (regression on by "
                                                              "default)")
@@ -281,7 +281,7 @@ def serving(ctx: Context) -> Outcome:
     tokens."""
     info = ctx.info
     if info is None:
-        return _no_run(ctx)
+        return no_run(ctx)
     folders = export_folders(ctx)
     serve = {k: v for k, v in ctx.section("serve").items() if k in ("template", "stop", "stop_tokens")}
     if not folders and not serve:

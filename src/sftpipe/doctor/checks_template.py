@@ -3,58 +3,11 @@ token trained and in generation_config's eos, BOS written once; plus the export 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import SftpipeError
+from .base import Outcome, check, fail, no_run, ok, skip, warn, worst
 from ..runs import template_sha256
-from .base import Outcome, check, fail, ok, skip, warn, worst
-from .context import Context, read_json
-
-
-def _no_run(ctx: Context) -> Outcome:
-    return skip(ctx.run[1])
-
-
-def export_folders(ctx: Context) -> list[Path]:
-    """Bundles that serve this run: `sftpipe export` folders (an export.json naming the run, in the project folder
-    two levels deep or in the run folder), `<run>/merged`, and folders the export / serve sections name."""
-    found: list[Path] = []
-    if ctx.run_dir is not None:
-        found += [ctx.run_dir / "merged", *sorted(ctx.run_dir.glob("export*"))]
-        here = ctx.run_dir.resolve()
-        for record in sorted({*Path(".").glob("*/export.json"), *Path(".").glob("*/*/export.json"),
-                              *ctx.run_dir.glob("*/export.json")}):
-            run = (read_json(record) or {}).get("run_dir")
-            if isinstance(run, str) and Path(run).resolve() == here:
-                found.append(record.parent)
-    for name in ("export", "serve"):
-        for key in ("out_dir", "output", "output_dir", "path", "model"):
-            value = ctx.section(name).get(key)
-            if isinstance(value, str) and value:
-                found.append(Path(value))
-    return [p for p in dict.fromkeys(found) if (p / "tokenizer_config.json").is_file() or (p / "export.json").is_file()]
-
-
-def bundle_template(folder: Path) -> tuple[str | None, set[int]]:
-    """(template sha256, eos ids) a bundle serves with: its tokenizer_config.json and generation_config.json, or for a
-    GGUF bundle the template in the file's metadata and the eos ids export.json records."""
-    if (folder / "tokenizer_config.json").is_file():
-        return (template_sha256((read_json(folder / "tokenizer_config.json") or {}).get("chat_template")),
-                _eos(read_json(folder / "generation_config.json")))
-    record = read_json(folder / "export.json") or {}
-    eos = _eos(record)
-    name = record.get("file")
-    if not isinstance(name, str) or not (folder / Path(name).name).is_file():
-        return None, eos
-    import gguf
-
-    field = gguf.GGUFReader(folder / Path(name).name).fields.get("tokenizer.chat_template")
-    return (template_sha256(bytes(field.parts[field.data[0]]).decode("utf-8")) if field is not None else None), eos
-
-
-def _eos(gen: dict | None) -> set[int]:
-    value = (gen or {}).get("eos_token_id")
-    return set(value) if isinstance(value, list) else {value} if isinstance(value, int) else set()
+from .bundles import bundle_template, eos_ids, export_folders
+from .context import Context
 
 
 @check("template-parity")
@@ -65,7 +18,7 @@ def template_parity(ctx: Context) -> Outcome:
     parity.json, the saved tokenizer and every export."""
     info = ctx.info
     if info is None:
-        return _no_run(ctx)
+        return no_run(ctx)
     parity = ctx.run_file("parity.json")
     if parity is None:
         return fail(f"{ctx.run_dir}/parity.json is missing", "re-run `sftpipe train` (it writes the parity proof)")
@@ -109,7 +62,7 @@ def end_of_turn(ctx: Context) -> Outcome:
     model stops where training taught it to."""
     info = ctx.info
     if info is None:
-        return _no_run(ctx)
+        return no_run(ctx)
     eot = list(info.template.end_of_turn_ids) if info.template else []
     if not eot:
         return fail(f"{ctx.run_dir}/run.json records no end-of-turn token ids", "re-train with a template whose "
@@ -122,7 +75,7 @@ def end_of_turn(ctx: Context) -> Outcome:
         found.append(warn(f"{mr.get('trained_messages', 0) - mr.get('eot_trained', 0)} trained replies lost their "
                           f"end-of-turn token (truncation {mr.get('truncation_policy')})",
                           "use render.truncation drop_oldest_turns or a larger render.max_length"))
-    missing = set(eot) - _eos(ctx.run_file("generation_config.json"))
+    missing = set(eot) - eos_ids(ctx.run_file("generation_config.json"))
     if missing:
         found.append(fail(f"{ctx.run_dir}/generation_config.json eos_token_id lacks {sorted(missing)}",
                           "re-run `sftpipe train` (it writes eos = end-of-turn ids + the tokenizer's eos)"))

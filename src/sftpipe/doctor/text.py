@@ -34,6 +34,14 @@ def shingles(text: str, n: int = 5) -> set[str]:
     return {" ".join(w[i:i + n]) for i in range(max(1, len(w) - n + 1))} if w else set()
 
 
+def record_label(conv: Conversation, i: int) -> str:
+    """How evidence names record `i`: its id, else file:line, else #i."""
+    rid = conv.meta.get("id")
+    if rid is not None:
+        return str(rid)
+    return f"{conv.source.path}:{conv.source.line}" if conv.source else f"#{i}"
+
+
 def prompt_text(conv: Conversation) -> str:
     """The user turns of a conversation."""
     return "\n".join(m.content for m in conv.messages if m.role == "user")

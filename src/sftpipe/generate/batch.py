@@ -7,10 +7,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..render import ChatRenderer
 from .engine import Engine, Generation, Request
 from .stops import stop_token_ids
+
+if TYPE_CHECKING:
+    from ..render import ChatRenderer
 
 
 @dataclass

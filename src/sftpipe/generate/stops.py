@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..render import ChatRenderer
+if TYPE_CHECKING:
+    from ..render import ChatRenderer
 
 _PROBE = "\U000f0020sftpipe-probe\U000f0021"
 

@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from ..demo.generate import SIZES, generate
 from ..demo.report import write_demo_report
 from ..demo.rules_report import eval_rules
-from ..demo.summary import (PROFILES, REPORTED, dpo_bars, dpo_verdicts, headline, load_demo_config, majority,
-                            side_by_side, targets, verdicts)
+from ..demo.summary import (PROFILES, dpo_bars, dpo_verdicts, headline, load_demo_config, majority, side_by_side,
+                            targets, verdicts)
 from ..io import atomic_write_text
 from ..runs import read_info
 from . import curate as curate_stage
@@ -39,45 +36,15 @@ class DemoResult:
     out_dir: Path
     config: Path
     run_dir: Path
-    report: Path
+    report: Path  # the SFT eval's report.html
+    demo_report: Path  # report.html: base, SFT and DPO side by side
     summary: dict[str, Any]
     seconds: dict[str, float]
-    dpo: dict[str, Any] | None = None  # base / SFT / DPO side by side, the DPO bars and the DPO run folder
+    dpo: dict[str, Any]  # base / SFT / DPO side by side, the DPO bars and the DPO run folder
+    doctor: doctor_stage.DoctorResult  # the guide's production checklist on what the demo built
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    """Base vs SFT, one row per headline metric (shape-rule rate and decision rules included), with its target
-    and whether this run met it."""
-    table = Table(title="Harbor demo: base vs SFT (held-out prompts)", title_justify="left")
-    for col in ("metric", "base", "SFT", "change", "target", "met"):
-        table.add_column(col, justify="left" if col in ("metric", "target") else "right")
-    met, goal = verdicts(summary), targets(summary)
-    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-    for key in summary.get("sft", {}):
-        b, r = summary["base"].get(key), summary["sft"].get(key)
-        change = "-" if b is None or r is None else f"{r - b:+.3f}"
-        verdict = {True: "yes", False: "NO", None: "-"}[met.get(key)]
-        table.add_row(key, fmt(b), fmt(r), change, goal.get(key, "delta reported"), verdict)
-    return table
-
-
-def dpo_table(table: dict[str, dict[str, Any]], baselines: dict[str, float | None] | None = None) -> Table:
-    """Base, SFT and DPO side by side, with the DPO bars (against SFT; decision rules against their majority
-    baseline on the DPO model's items, `baselines`) and whether this run met them."""
-    out = Table(title="Harbor demo: base vs SFT vs DPO (held-out prompts)", title_justify="left")
-    for col in ("metric", "base", "SFT", "DPO", "DPO - SFT", "target", "met"):
-        out.add_column(col, justify="left" if col in ("metric", "target") else "right")
-    met, goal = dpo_verdicts(table, baselines), dpo_bars(baselines)
-    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-    for key in table["dpo"]:
-        s, d = table["sft"].get(key), table["dpo"].get(key)
-        out.add_row(key, fmt(table["base"].get(key)), fmt(s), fmt(d), "-" if s is None or d is None else
-                    f"{d - s:+.3f}", goal.get(key, (REPORTED.get(key, "-"),))[0],
-                    {True: "yes", False: "NO", None: "-"}[met.get(key)])
-    return out
-
-
-def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float],
+def run_dpo(cfg, sft_eval: Path, seconds: dict[str, float],
             sft_rules: dict[str, Any] | None = None, root: Path | None = None) -> dict[str, Any]:
     """The preference pass from the SFT run (dpo section), its eval against the base, and the three-way table
     (opener and reply lengths counted in the model's tokens; shape and decision rows from `sft_rules`, the SFT
@@ -85,13 +52,13 @@ def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float],
     from ..models import load_tokenizer
 
     t = time.perf_counter()
-    console.rule("5/6 dpo (from the SFT run)")
+    show.step("5/6 dpo (from the SFT run)")
     trained = dpo_stage.run(cfg)
     show.print_dpo(trained)
     seconds["dpo"] = time.perf_counter() - t
     t = time.perf_counter()
-    console.rule("6/6 eval (base vs DPO)")
-    evaluated = eval_stage.run(cfg, trained.run_dir, log=console.log)
+    show.step("6/6 eval (base vs DPO)")
+    evaluated = eval_stage.run(cfg, trained.run_dir, log=show.console.log)
     seconds["eval_dpo"] = time.perf_counter() - t
     tok = load_tokenizer(cfg.model.name)
     root = Path(root or ".")
@@ -107,46 +74,40 @@ def run_dpo(cfg, sft_eval: Path, console: Console, seconds: dict[str, float],
             "final_loss": trained.final_loss, "reward_margin": trained.metrics.get("rewards/margins")}
 
 
-def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] | None = None,
-        console: Console | None = None) -> DemoResult:
+def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] | None = None) -> DemoResult:
     """Generate the Harbor export into `out_dir`, then curate, train, evaluate base vs SFT, run DPO from the SFT run
     and evaluate it there; write summary.json and report.html (base, SFT and DPO side by side) and run doctor."""
-    console = console or Console()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     cfg = load_demo_config(out_dir, size, sets)
     with contextlib.chdir(out_dir):
         t = time.perf_counter()
-        console.rule(f"1/6 generate ({SIZES[PROFILES[size]['generate']]} raw threads)")
+        show.step(f"1/6 generate ({SIZES[PROFILES[size]['generate']]} raw threads)")
         generate(Path("data"), size=PROFILES[size]["generate"], seed=seed)
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
-        console.rule("2/6 curate")
-        show.print_curate(curate_stage.run(cfg), console)
+        show.step("2/6 curate")
+        show.print_curate(curate_stage.run(cfg))
         seconds["curate"] = time.perf_counter() - t
         t = time.perf_counter()
-        console.rule(f"3/6 train ({cfg.train.mode})")
+        show.step(f"3/6 train ({cfg.train.mode})")
         trained = train_stage.run(cfg)
         seconds["train"] = time.perf_counter() - t
         t = time.perf_counter()
-        console.rule("4/6 eval (base vs SFT)")
-        evaluated = eval_stage.run(cfg, trained.run_dir, log=console.log)
+        show.step("4/6 eval (base vs SFT)")
+        evaluated = eval_stage.run(cfg, trained.run_dir, log=show.console.log)
         seconds["eval"] = time.perf_counter() - t
         sft_rules = eval_rules(out_dir / evaluated.out_dir, out_dir)
-        dpo = run_dpo(cfg, evaluated.out_dir, console, seconds, sft_rules, out_dir)
+        dpo = run_dpo(cfg, evaluated.out_dir, seconds, sft_rules, out_dir)
     summary = headline(evaluated.metrics, sft_rules)
     rules = dpo.pop("rules")  # per model: shape-rule rate per category, each decision rule's n, accuracy, baseline
     atomic_write_text(out_dir / "summary.json", json.dumps(
         {**summary, "met": verdicts(summary), "targets": targets(summary), "run_dir": str(trained.run_dir),
          "dpo": dpo, "rules": rules, "examples_seen": read_info(out_dir / trained.run_dir).examples_seen,
          "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=2) + "\n")
-    console.print(summary_table(summary))
-    console.print(dpo_table(dpo["table"], dpo["majority"]))
-    console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    console.print(f"eval report: {out_dir / evaluated.report_path}")
-    console.print(f"demo report (base, SFT and DPO side by side): {write_demo_report(out_dir)}")
+    demo_report = write_demo_report(out_dir)
     with contextlib.chdir(out_dir):  # the guide's production checklist on what the demo just built
-        show.print_doctor(doctor_stage.run(cfg, config_path=Path("sftpipe.yaml"), run_dir=trained.run_dir), console)
+        doctor = doctor_stage.run(cfg, config_path=Path("sftpipe.yaml"), run_dir=trained.run_dir)
     return DemoResult(out_dir, out_dir / "sftpipe.yaml", out_dir / trained.run_dir, out_dir / evaluated.report_path,
-                      summary, seconds, dpo)
+                      demo_report, summary, seconds, dpo, doctor)

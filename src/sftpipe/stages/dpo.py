@@ -31,6 +31,7 @@ from ..curated import FILES_HASH_DEFINITION, files_hash
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
 from ..train.load import choose_precision, device_kind
 from . import show
+from .show_train import TrainProgress
 
 # Keys that must not change between a DPO run and its --resume.
 RESUME_KEYS = {"model": None, "template": None, "render": None,
@@ -160,7 +161,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     trainer = PreferenceTrainer(model=model, ref_model=ref_model, args=args, train_dataset=_dataset(train),
                                 eval_dataset=_dataset(evals) if evals else None, processing_class=tokenizer,
                                 callbacks=callbacks(dcfg, folder.path, has_eval,
-                                                    [show.TrainProgress(label="dpo")] if progress else []),
+                                                    [TrainProgress(label="dpo")] if progress else []),
                                 ref_cache=ref_cache, group_by_length=dcfg.group_by_length)
     from transformers import PrinterCallback
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..serve import ServeConfig, create_app
+from ..config.serve import ServeConfig
+from ..serve.app import create_app
 
 
 @dataclass

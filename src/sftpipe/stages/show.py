@@ -1,38 +1,27 @@
 """Presentation for every stage: rich tables and progress on a terminal, one plain line per step otherwise.
 
 The library below `stages/` never touches the console; it takes callbacks (`Tracker`, Trainer callbacks) and
-returns results, which this module shows.
+returns results, which this module shows: one `print_<verb>` per stage Result, and the progress callbacks the
+stages hand the library. The tables are built in `show_tables`, the Trainer's progress bar in `show_train`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-from rich.table import Table
-from transformers import TrainerCallback
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ..evaluate.report import pct
 from ..runs import loss_name
+from .show_tables import (curate_tables, demo_dpo_table, demo_summary_table, doctor_table, eval_table, highlight,
+                          key_value_table, review_stats_table)
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def key_value_table(title: str, rows: list[tuple[str, object]]) -> Table:
-    """A two-column table of (what, value) rows."""
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    for key, value in rows:
-        table.add_row(key, str(value))
-    return table
 
 
 def tracker() -> Callable[[str, int], Callable[[int], None]]:
@@ -55,68 +44,9 @@ def tracker() -> Callable[[str, int], Callable[[int], None]]:
     return start
 
 
-@contextmanager
-def counting(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress callback for `with` blocks (eval generation, curate stages)."""
-    advance = tracker()(label, total)
-    yield advance
-
-
-def _fmt(logs: dict[str, Any]) -> str:
-    parts = []
-    if "loss" in logs:
-        parts.append(f"loss {logs['loss']:.4f}")
-    if "learning_rate" in logs:
-        parts.append(f"lr {logs['learning_rate']:.2e}")
-    if "tokens_per_second" in logs:
-        parts.append(f"{logs['tokens_per_second']:.0f} tok/s")
-    for key in ("rewards/margins", "rewards/accuracies"):
-        if key in logs:
-            parts.append(f"{key.split('/')[1]} {logs[key]:.3f}")
-    return "  ".join(parts)
-
-
-class TrainProgress(TrainerCallback):
-    """Training progress on the main process: a rich bar (step, loss, lr, tokens/s, ETA) on a terminal, one plain
-    line per logging step when output is not a terminal; eval results as lines either way."""
-
-    def __init__(self, console: Console | None = None, label: str = "train"):
-        self.console = console or err_console
-        self.label = label
-        self.progress: Progress | None = None
-        self.task = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or not self.console.is_terminal:
-            return
-        self.progress = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                                 TimeRemainingColumn(), console=self.console, transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, info="")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        if "eval_loss" in logs:
-            line = (f"step {state.global_step}: eval_loss {logs['eval_loss']:.4f} "
-                    f"({logs.get('eval_trained_tokens', 0)} trained tokens)")
-            (self.progress.console if self.progress else self.console).print(line, highlight=False)
-        elif self.progress is not None:
-            self.progress.update(self.task, info=_fmt(logs))
-        elif "loss" in logs:
-            print(f"[{self.label}] step {state.global_step}/{state.max_steps}  {_fmt(logs)}", file=sys.stderr,
-                  flush=True)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
-            self.progress.stop()
-            self.progress = None
+def log(prefix: str) -> Callable[[str], None]:
+    """A stage log function: `[prefix] message` lines on stderr."""
+    return lambda msg: print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
 
 
 def train_start(info, tcfg) -> None:
@@ -180,48 +110,16 @@ def print_render(result) -> None:
     ]))
 
 
-def curate_tables(result) -> list[Table]:
-    """Rich tables: records in/out and drops per stage and reason, then each output with its content hash."""
-    stages = Table(title=f"curate: {result.counts['in']} in, {result.counts['kept']} kept, "
-                         f"{result.counts['rejected']} rejected", title_justify="left")
-    for col, justify in (("stage", "left"), ("in", "right"), ("out", "right"), ("dropped (reason: count)", "left"),
-                         ("seconds", "right")):
-        stages.add_column(col, justify=justify)
-    for s in result.report["stages"]:
-        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(s["dropped"].items())) or "-"
-        stages.add_row(s["stage"], str(s["in"]), str(s["out"]), reasons, f"{s['seconds']:.2f}")
-    files = Table(title=f"outputs in {result.out_dir}", title_justify="left")
-    files.add_column("file")
-    files.add_column("records", justify="right")
-    files.add_column("sha256 (content hash)", overflow="fold")
-    for name, digest in result.hashes.items():
-        split = name.removesuffix(".jsonl")
-        n = result.counts.get(split, result.counts["rejected"] if split == "rejected" else "")
-        files.add_row(name, str(n), digest)
-    files.add_row("report.json", "", "(counts per stage and reason, timings, hash definition)")
-    return [stages, files]
-
-
-def print_curate(result, out: Console | None = None) -> None:
-    """Print `curate_tables`."""
+def print_curate(result) -> None:
+    """`sftpipe curate`: records in/out and drops per stage and reason, then each output with its content hash."""
     for table in curate_tables(result):
-        (out or console).print(table)
+        console.print(table)
 
 
 def print_eval(result) -> None:
     """Terminal summary of an eval run: one row per candidate, plus the selection."""
     m = result.metrics
-    table = Table(title=f"eval vs {m['baseline']['ref']}", title_justify="left")
-    for col in ("model", "score", "win rate [95% CI]", "LC win", "schema", "policy clean", "correct", "IFEval Δ"):
-        table.add_column(col)
-    for label, c in m["comparisons"].items():
-        j, comp = c.get("judge") or {}, c["components"]
-        table.add_row(label, str(c["score"]["score"]),
-                      f"{pct(j['win_rate'])} [{pct(j['ci95'][0])}, {pct(j['ci95'][1])}]" if j.get("n") else "–",
-                      pct(j.get("length_controlled_win_rate")), pct(comp.get("schema_validity")),
-                      pct(comp.get("policy")), pct(comp.get("correctness")),
-                      str(c["deltas"].get("ifeval_prompt_level_strict", "–")))
-    console.print(table)
+    console.print(eval_table(result))
     if m.get("selection"):
         console.print(f"selected: {m['selection']['best']} ({m['selection']['reason']})")
     console.print(f"report: {result.report_path}\nmetrics: {result.metrics_path}")
@@ -233,9 +131,30 @@ def print_merge(res) -> None:
           f"{res.parameters:,} parameters -> {res.output}")
 
 
-def log(prefix: str) -> Callable[[str], None]:
-    """A stage log function: `[prefix] message` lines on stderr."""
-    return lambda msg: print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
+def print_inspect(result) -> None:
+    """`sftpipe inspect`: each example with its trained tokens highlighted (marked ⟦ ⟧ when not a terminal), then
+    its token counts and the template."""
+    for ex in result.examples:
+        console.print(highlight(ex, result.tokenizer, marks=not console.is_terminal), soft_wrap=True)
+        console.print(f"[bold]{len(ex.input_ids)} tokens, {ex.n_trained} trained "
+                      f"({ex.n_trained / len(ex.input_ids):.0%}), end-of-turn trained for "
+                      f"{ex.eot_trained}/{ex.trained_messages} replies; template {result.template.name} "
+                      f"sha256 {result.template.sha256[:12]}[/bold]")
+
+
+def print_export(result) -> None:
+    """`sftpipe export`: one line, what was exported (the run or its checkpoint folder) as what, and where."""
+    r = result.record
+    source = Path(r["run_dir"]) / "checkpoints" / r["checkpoint"] if r.get("checkpoint") else r["run_dir"]
+    print(f"exported {source} as {result.format} ({r['dtype']}) -> {result.output}")
+
+
+def print_doctor(result, *, as_json: bool = False, strict: bool = False) -> None:
+    """`sftpipe doctor`: the table of findings, or with `as_json` the findings as JSON (for CI)."""
+    if as_json:
+        print(json.dumps(result.to_json(strict), indent=2))
+    else:
+        console.print(doctor_table(result))
 
 
 def print_generated(result) -> None:
@@ -243,27 +162,20 @@ def print_generated(result) -> None:
     print("\n".join(f"{path}  ({result.counts.get(key, '')} lines)" for key, path in result.files.items()))
 
 
-VERDICT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
+def step(title: str) -> None:
+    """The line that opens one step of a longer stage (the demo's `3/6 train (full)`)."""
+    console.rule(title)
 
 
-def doctor_table(result) -> Table:
-    """`sftpipe doctor`: one row per check with its verdict, the evidence (or why it was skipped) and the fix."""
-    c = result.counts
-    table = Table(title=f"doctor: {c['PASS']} pass, {c['WARN']} warn, {c['FAIL']} fail, {c['SKIP']} skip "
-                        f"({result.config}{', run ' + str(result.run_dir) if result.run_dir else ''})",
-                  title_justify="left", show_lines=True)
-    table.add_column("check", style="bold", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("evidence", overflow="fold", ratio=3)
-    table.add_column("fix", overflow="fold", ratio=2)
-    for f in result.findings:
-        table.add_row(f.check, f"[{VERDICT_STYLE[f.verdict]}]{f.verdict}[/]", f.evidence, f.fix or "-")
-    return table
-
-
-def print_doctor(result, out: Console | None = None) -> None:
-    """Print `doctor_table`."""
-    (out or console).print(doctor_table(result))
+def print_demo(result) -> None:
+    """`sftpipe demo`: base vs SFT and base vs SFT vs DPO against their targets, the seconds per stage, the reports
+    and the doctor table on what the demo built."""
+    console.print(demo_summary_table(result.summary))
+    console.print(demo_dpo_table(result.dpo["table"], result.dpo["majority"]))
+    console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
+    console.print(f"eval report: {result.report}")
+    console.print(f"demo report (base, SFT and DPO side by side): {result.demo_report}")
+    print_doctor(result.doctor)
 
 
 def print_review_init(result) -> None:
@@ -282,28 +194,14 @@ def print_review_export(result) -> None:
             console.print(f"{label}: {entry[1]} rows -> {entry[0]}")
 
 
-def print_review_stats(s: dict) -> None:
-    """`sftpipe review stats`: win rate with CI, verdicts, rubric means per run, agreement, consistency."""
-    a, b = s["runs"]
-    rows: list[tuple[str, object]] = [("items answered", f"{s['items_answered']} of {s['items']} "
-                                                         f"({s['answers']} answers, {s['skips']} skips)"),
-                                      ("verdicts", ", ".join(f"{k}: {v}" for k, v in s["verdicts"].items()))]
-    if "win_rate" in s:
-        w = s["win_rate"]
-        rows.append((f"win rate of {a} vs {b}", f"{w['rate']:.3f} (95% CI {w['ci95'][0]:.3f}-{w['ci95'][1]:.3f}, "
-                                                 f"{w['items']} items; ties and both-bad count 0.5)"))
-    if "decisive_share" in s:
-        d = s["decisive_share"]
-        rows.append((f"{a} among decisive", f"{d['rate']:.3f} (Wilson 95% {d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}, "
-                                            f"n={d['n']})"))
-    for run, fields in s["rubric"].items():
-        rows.append((f"rubric {run}", ", ".join(f"{f} {v['mean']:.2f} (n={v['n']})" for f, v in fields.items())
-                     or "-"))
-    g = s["agreement"]
-    rows.append(("reviewers", g["reviewers"]))
-    if "kappa" in g:
-        rows.append(("Cohen's kappa", f"{g['kappa']} over {g['kappa_items']} items"))
-    rows.append(("Krippendorff's alpha (nominal)", "-" if g["alpha"] is None else g["alpha"]))
-    for who, c in s["consistency"].items():
-        rows.append((f"consistency {who}", f"{c['same']}/{c['n']} swapped repeats agree ({c['rate']:.2f})"))
-    console.print(key_value_table("review stats", rows))
+def print_review_link(link: str) -> None:
+    """`sftpipe review add-reviewer`: the reviewer's personal link."""
+    print(link)
+
+
+def print_review_stats(s: dict, *, as_json: bool = False) -> None:
+    """`sftpipe review stats`: the statistics as a table, or with `as_json` as JSON."""
+    if as_json:
+        print(json.dumps(s, indent=2))
+    else:
+        console.print(review_stats_table(s))

@@ -27,6 +27,7 @@ from ..train.data import (ItemCollator, ItemDataset, effective_batch, end_of_tur
 from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
 from ..train.load import check_mode, choose_precision, device_kind, learning_rate, load_for_training
 from . import show
+from .show_train import TrainProgress
 
 
 @dataclass
@@ -121,7 +122,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
                          eval_dataset=ItemDataset(evals.items) if evals else None,
                          data_collator=ItemCollator(batching, pad_id, pad_multiple), loss_positions=tcfg.loss_positions,
                          example_groups=example_groups(train.examples),
-                         callbacks=callbacks(tcfg, folder.path, has_eval, [show.TrainProgress()] if progress else []))
+                         callbacks=callbacks(tcfg, folder.path, has_eval, [TrainProgress()] if progress else []))
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress (or nothing) instead of printed dicts
