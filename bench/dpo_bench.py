@@ -84,7 +84,8 @@ def worker_sftpipe(data: Path, out_dir: Path, steps: int) -> dict:
     from sftpipe.dpo.pairs import iter_pairs
     from sftpipe.dpo.trainer import PreferenceTrainer, row_length
 
-    renderer = build_renderer(load_config())
+    cfg = load_config()
+    renderer = build_renderer(cfg.model, cfg.template, cfg.render)
     model = get_peft_model(_model(), _lora())
     t0 = time.perf_counter()
     rows = encode_pairs(iter_pairs(data), renderer, max_length=1024, max_prompt_length=768).rows

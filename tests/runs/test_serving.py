@@ -22,7 +22,9 @@ from sftpipe.evaluate.load import load_run_model
 from sftpipe.models import load_tokenizer, tiny_model
 from sftpipe.runs import RunInfo, RunRef, check_template, is_run, load_tokenizer as load_run_tokenizer, read_info
 from sftpipe.runs import render_config, resolve
-from sftpipe.serve import ServeConfig, create_app, load_served
+from sftpipe.config.serve import ServeConfig
+from sftpipe.serve.app import create_app
+from sftpipe.serve.load import load_served
 
 QWEN3 = Path(__file__).parents[1] / "assets" / "templates" / "qwen3-8b.jinja"  # a final reply shows its reasoning
 
