@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ..config import RenderConfig
+from ..config import RenderConfig, format_errors
 from ..errors import ModelError, TemplateError
 from .folder import require_complete
 from .info import RUN_JSON, RunInfo
@@ -67,7 +67,7 @@ def render_config(info: RunInfo) -> RenderConfig:
     try:
         return RenderConfig.model_validate(section)
     except ValidationError as e:
-        problems = "; ".join(f"render.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(f"render.{problem}" for problem in format_errors(e, RenderConfig))
         raise ModelError(f"run.json of run {info.name!r}: {problems}; fix: re-run `sftpipe train` for this run") \
             from None
 
