@@ -351,6 +351,13 @@ def _convert(path: str, line: int, obj: Any, err: RecordError | None, format: st
     return err.located(path, line)
 
 
+def row_converter(format: str = "auto", column_map: dict[str, str] | None = None):
+    """A function (path, line, parsed row, parse error) -> Conversation or located RecordError, for rows read
+    elsewhere (e.g. one shard of a file); options are checked here, once."""
+    cm = _check_options(format, column_map)
+    return lambda path, line, obj, err: _convert(str(path), line, obj, err, format, cm)
+
+
 def iter_records(path: str | Path, *, format: str = "auto",
                  column_map: dict[str, str] | None = None) -> Iterator[Conversation | RecordError]:
     """Yield, in file order, a Conversation or a located RecordError for every non-blank line / row.

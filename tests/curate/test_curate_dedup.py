@@ -113,9 +113,9 @@ def test_rensa_agrees_with_datasketch():
     assert agreement >= 0.99, (agreement, len(ours), len(theirs))
 
 
-def test_near_index_link_finds_all_similar_pairs():
+def test_near_index_groups_similar_texts():
     texts = ["a b c d e f g h", "a b c d e f g x", "q r s t u v w y"]
-    assert NearIndex(0.5, 64, 2).link(texts) == [(0, 1)]
+    assert NearIndex(0.5, 64, 2).groups(texts) == [0, 0, 2]
 
 
 def test_semantic_with_minilm():

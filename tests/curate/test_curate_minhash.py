@@ -1,5 +1,6 @@
-"""minhash and shingles: the vectorized word/shingle hashing matches the string definitions, banding finds
-exactly the pairs that share a band, the pre-check bound is the binomial one, and chunking never changes a result."""
+"""minhash and shingles: the vectorized word/shingle hashing matches the string definitions, equal band
+keys share a bucket, similarities are exact, the pre-check bound is the binomial one, a full bucket offers a
+bounded number of texts, and chunking never changes a result."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from sftpipe.curate import minhash
 from sftpipe.curate import shingles as shingles_module
 from sftpipe.curate.base import norm_words
-from sftpipe.curate.minhash import NearIndex, band_pairs, min_matches
+from sftpipe.curate.minhash import NearIndex, bucket_ids, min_matches
 from sftpipe.curate.shingles import ngram_hashes, shingles, text_chunks, word_hashes
 
 ALPHABET = "abcAB Z_09 .,!?'-\t\n\x1c\x0b\x00éÉßöΣσ«»¿–\u00a0\u2003\u212a日本"
@@ -45,35 +46,68 @@ def test_shingle_hash_sets_mirror_string_shingles(texts, n, unit):
         assert len(sets[i] & sets[j]) == len(strings[i] & strings[j])
 
 
-def test_chunking_and_halving_change_nothing(monkeypatch):
+def brute_links(texts: list[str], threshold: float, n: int) -> list[tuple[int, int]]:
+    """Every (earlier, later) pair whose shingle sets reach `threshold` Jaccard: the reference for the index."""
+    sets = [set(shingles(t, n)) for t in texts]
+    return [(a, b) for a, b in itertools.combinations(range(len(texts)), 2)
+            if sets[a] and sets[b] and len(sets[a] & sets[b]) / len(sets[a] | sets[b]) >= threshold]
+
+
+def test_chunking_changes_nothing(monkeypatch):
     rng = random.Random(3)
     words = ["order", "refund", "late", "box", "Ünïcode", "it's"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 30))) for _ in range(300)]
     texts += texts[:40]  # exact duplicates, to have something to drop
     whole = ngram_hashes(texts, 3)
     expected = NearIndex(0.7, 64, 3).add(texts, list(range(len(texts))))
-    links = NearIndex(0.7, 64, 3).link(texts)
+    groups = NearIndex(0.7, 64, 3).groups(texts)
     monkeypatch.setattr(shingles_module, "TEXT_CHUNK", 50)
-    monkeypatch.setattr(minhash, "PAIR_CHUNK", 7)
-    monkeypatch.setattr(minhash, "MAX_PAIRS", 20)  # batches with more band matches are halved, down to one text
-    refused = []
-    real_band_pairs = minhash.band_pairs
-    monkeypatch.setattr(minhash, "band_pairs", lambda *a: refused.append(1) if real_band_pairs(*a) is None else
-                        real_band_pairs(*a))
     assert len(text_chunks(texts)) > 100
     chunked = ngram_hashes(texts, 3)
     assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
     assert NearIndex(0.7, 64, 3).add(texts, list(range(len(texts)))) == expected
-    assert NearIndex(0.7, 64, 3).link(texts) == links
-    assert sum(hit is not None for hit in expected) >= 40 and len(links) >= 40 and len(refused) > 10
+    assert NearIndex(0.7, 64, 3).groups(texts) == groups
+    assert sum(hit is not None for hit in expected) >= 40
 
 
-def test_band_pairs_equal_brute_force():
+def test_bucket_cap_bounds_the_offers_and_keeps_what_dedup_finds(monkeypatch):
+    """A bucket that thousands of templated texts share offers each new text only its first `cap` texts, so the
+    work per text stays flat as the input grows; true duplicates are still found through their other buckets."""
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(400)]
+    template = "thank you for contacting harbor support we value you as a customer and appreciate it"
+    texts = [" ".join([template, *rng.sample(vocab, 12)]) for _ in range(1500)]
+    texts += [t + " thanks" for t in rng.sample(texts, 150)]  # near duplicates of earlier texts
+    offered = []
+    real = minhash.similarities
+    monkeypatch.setattr(minhash, "similarities", lambda sk, me, rows: offered.append(len(rows)) or real(sk, me, rows))
+    index = NearIndex(0.8, 128, 5, cap=8)
+    hits = index.add(texts, list(range(len(texts))))
+    assert max(offered) <= 8 * index.bands
+    brute = {b for a, b in brute_links(texts, 0.8, 5)}
+    found = {i for i, h in enumerate(hits) if h is not None}
+    assert found <= brute and len(found) >= 0.97 * len(brute) >= 140
+
+
+def test_bucket_ids_number_equal_keys():
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 6, size=(60, 4)).astype(np.uint64)
-    for first_new in (0, 25, 59):
-        want = sorted((a, b) for b in range(first_new, 60) for a in range(b) if (keys[a] == keys[b]).any())
-        assert band_pairs(keys, first_new).tolist() == [list(p) for p in want]
+    ids, shared = bucket_ids(keys)
+    for j in range(4):
+        for a, b in itertools.combinations(range(60), 2):
+            assert (ids[a, j] == ids[b, j]) == (keys[a, j] == keys[b, j])
+        assert shared[:, j].tolist() == [int((keys[:, j] == keys[i, j]).sum()) > 1 for i in range(60)]
+
+
+def test_similarities_are_exact_jaccard():
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice("abcdefgh") for _ in range(rng.randint(0, 12))) for _ in range(80)]
+    sk = NearIndex(0.5, 64, 2).sketch(texts)
+    sets = [set(shingles(t, 2)) for t in texts]
+    for me in range(80):
+        got = minhash.similarities(sk, me, np.arange(80))
+        want = [len(sets[me] & s) / len(sets[me] | s) if sets[me] and s else 0.0 for s in sets]
+        assert np.allclose(got, want)
 
 
 def test_min_matches_is_the_binomial_bound():
@@ -85,26 +119,40 @@ def test_min_matches_is_the_binomial_bound():
         assert below(k) <= miss < below(k + 1)
 
 
-def test_add_names_a_kept_duplicate_and_link_finds_every_pair():
+def test_add_names_a_kept_duplicate():
     base = "where is my order it was supposed to arrive on monday and the tracking page has not moved since"
     texts = [base, base + " thanks", "completely different words about a refund for a broken lamp today", base]
     hits = NearIndex(0.8, 128, 3).add(texts, ["a", "b", "c", "d"])
     assert hits[0] is None and hits[2] is None
     assert hits[1][0] == "a" and 0.8 <= hits[1][1] < 1 and hits[3] == ("a", 1.0)
-    assert NearIndex(0.8, 128, 3).link(texts) == [(0, 1), (0, 3), (1, 3)]
+    assert brute_links(texts, 0.8, 3) == [(0, 1), (0, 3), (1, 3)]
 
 
-def test_groups_are_the_components_of_link():
+def test_add_across_calls_dedups_against_earlier_calls():
+    base = "where is my order it was supposed to arrive on monday and the tracking page has not moved since"
+    index = NearIndex(0.8, 128, 3)
+    assert index.add([base, "a refund for a broken lamp please today now"], ["a", "b"]) == [None, None]
+    assert index.add(["something else entirely new words here", base + " thanks"], ["c", "d"])[1][0] == "a"
+    assert index.labels == ["a", "b", "c"]
+
+
+def test_groups_are_the_components_of_the_similar_pairs():
     rng = random.Random(5)
     texts = [" ".join(rng.choice(["order", "late", "box", "refund", "lamp", "card"]) for _ in range(rng.randint(3, 12)))
              for _ in range(400)]
+    links = brute_links(texts, 0.5, 2)
     parent = list(range(len(texts)))
 
     def find(i: int) -> int:
         return i if parent[i] == i else find(parent[i])
-    for a, b in NearIndex(0.5, 64, 2).link(texts):
+    for a, b in links:
         ra, rb = find(a), find(b)
         parent[max(ra, rb)] = min(ra, rb)
     expected = [find(i) for i in range(len(texts))]
     assert len(set(expected)) < len(texts) - 50  # there are clusters to join
-    assert NearIndex(0.5, 64, 2).groups(texts) == expected
+    got = NearIndex(0.5, 64, 2).groups(texts)
+    assert all(expected[i] == expected[got[i]] for i in range(len(texts)))  # never links texts below the threshold
+    assert all(got[i] <= i and got[got[i]] == got[i] for i in range(len(texts)))  # named by the group's first text
+    assert got == NearIndex(0.5, 64, 2, cap=len(texts)).groups(texts)  # the cap changes nothing here
+    # LSH misses pairs near the threshold (64 slots, 16 bands of 4 rows: a pair at 0.5 is offered 65% of the time)
+    assert sum(got[a] == got[b] for a, b in links) >= 0.75 * len(links)

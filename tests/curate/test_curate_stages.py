@@ -271,8 +271,8 @@ def test_near_groups_join_identical_texts_without_listing_their_pairs(monkeypatc
     same = ["Where is my ORDER?", "where is my order", "Where is my order!!"] * 400  # 1,200 identical prompts
     texts = same + ["", "  ", "where is my order please", "refund for a broken lamp"]
     indexed = []
-    groups = NearIndex.groups
-    monkeypatch.setattr(NearIndex, "groups", lambda self, t: indexed.extend(t) or groups(self, t))
+    groups = NearIndex.groups_sketch
+    monkeypatch.setattr(NearIndex, "groups_sketch", lambda self, sk: indexed.extend(range(len(sk))) or groups(self, sk))
     groups = near_groups(texts, 0.5, shingle=2)
     assert len(indexed) == 5  # one of the identical prompts (their ~700k pairs are never listed), and the rest
     assert set(groups[:1200]) == {0} and groups[1202] == 0  # the near one joins too

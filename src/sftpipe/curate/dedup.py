@@ -19,7 +19,12 @@ import numpy as np
 from ..conversation import Conversation
 from .base import Drop, key_text, norm_text, record_id
 from ..config.curate import DedupConfig, SemanticDedupConfig
-from .minhash import NearIndex
+from .minhash import NearIndex, Sketch
+
+
+def exact_digest(key: str) -> bytes:
+    """The digest exact dedup compares: SHA-256 of the normalized key text."""
+    return hashlib.sha256(norm_text(key).encode("utf-8")).digest()
 
 
 @lru_cache(maxsize=2)
@@ -64,46 +69,54 @@ class Dedup:
     def __init__(self, cfg: DedupConfig, strict: bool = False):
         self.cfg, self.strict = cfg, strict
         self.stats: dict = {}
-        self.exact: dict[str, object] = {}
+        self.exact: dict[bytes, object] = {}
         near = cfg.near
         self.near = NearIndex(near.threshold, near.num_perm, near.shingle, near.unit, near.seed) if near.enabled \
             else None
         self.sem_mat = np.zeros((0, 0), dtype=np.float32)  # unit vectors of the kept records
         self.sem_ids: list[object] = []
 
-    def _key(self, conv: Conversation) -> str:
+    def key(self, conv: Conversation) -> str:
+        """The text a record is deduplicated on (its whole conversation when the chosen key is empty)."""
         text = key_text(conv, self.cfg.key)
         return text if text.strip() else key_text(conv, "conversation")
 
     def apply(self, convs: list[Conversation], pool=None, progress=None) -> tuple[list[Conversation], list[Drop]]:
         """Drop duplicates of already-kept records (details: `duplicate_of` id and similarity)."""
-        keys = [self._key(c) for c in convs]
-        ids = [record_id(c, i) for i, c in enumerate(convs)]
-        drops: dict[int, Drop] = {}
-        if self.cfg.exact:
-            for i, k in enumerate(keys):
-                h = hashlib.sha256(norm_text(k).encode("utf-8")).hexdigest()
-                if h in self.exact:
-                    details = {"duplicate_of": self.exact[h], "key": self.cfg.key}
-                    drops[i] = Drop(convs[i], self.name, "exact_duplicate", details)
-                self.exact.setdefault(h, ids[i])
-        if self.near is not None:
-            todo = [i for i in range(len(convs)) if i not in drops]
-            for i, hit in zip(todo, self.near.add([keys[i] for i in todo], [ids[i] for i in todo])):
-                if hit is not None:
-                    drops[i] = Drop(convs[i], self.name, "near_duplicate", {
-                        "duplicate_of": hit[0], "similarity": round(hit[1], 4), "key": self.cfg.key,
-                        "threshold": self.near.threshold})
-        if self.cfg.semantic.enabled:
-            self._semantic([i for i in range(len(convs)) if i not in drops], keys, ids, convs, drops)
+        keys = [self.key(c) for c in convs]
+        near = self.near.sketch(keys) if self.near is not None else None
+        vectors = embed(keys, self.cfg.semantic.model, self.cfg.semantic.batch_size) \
+            if self.cfg.semantic.enabled else None
+        found = self.decide([record_id(c, i) for i, c in enumerate(convs)], [exact_digest(k) for k in keys], near,
+                            vectors)
         if progress:
             progress(len(convs))
-        kept = [c for i, c in enumerate(convs) if i not in drops]
-        return kept, [drops[i] for i in sorted(drops)]
+        kept = [c for i, c in enumerate(convs) if i not in found]
+        return kept, [Drop(convs[i], self.name, *found[i]) for i in sorted(found)]
 
-    def _semantic(self, todo: list[int], keys: list[str], ids: list, convs: list, drops: dict[int, Drop]) -> None:
+    def decide(self, ids: list, digests: list[bytes], near: Sketch | None, vectors: np.ndarray | None
+               ) -> dict[int, tuple[str, dict]]:
+        """Row -> (reason, details) for each duplicate among these rows, in order, given each row's exact digest
+        (`exact_digest` of its key), near sketch (`self.near.sketch`) and embedding (semantic)."""
+        drops: dict[int, tuple[str, dict]] = {}
+        if self.cfg.exact:
+            for i, h in enumerate(digests):
+                if h in self.exact:
+                    drops[i] = ("exact_duplicate", {"duplicate_of": self.exact[h], "key": self.cfg.key})
+                self.exact.setdefault(h, ids[i])
+        if self.near is not None and near is not None:
+            todo = np.array([i for i in range(len(ids)) if i not in drops], dtype=np.int64)
+            for i, hit in zip(todo.tolist(), self.near.add_sketch(near.take(todo), [ids[i] for i in todo])):
+                if hit is not None:
+                    drops[i] = ("near_duplicate", {"duplicate_of": hit[0], "similarity": round(hit[1], 4),
+                                                   "key": self.cfg.key, "threshold": self.near.threshold})
+        if self.cfg.semantic.enabled and vectors is not None:
+            self._semantic([i for i in range(len(ids)) if i not in drops], vectors, ids, drops)
+        return drops
+
+    def _semantic(self, todo: list[int], vectors: np.ndarray, ids: list, drops: dict[int, tuple[str, dict]]) -> None:
         cfg: SemanticDedupConfig = self.cfg.semantic
-        vecs = embed([keys[i] for i in todo], cfg.model, cfg.batch_size)
+        vecs = vectors[todo]
         for b in range(0, len(todo), 512):  # block of queries: one matrix product against everything kept before
             block, q = todo[b:b + 512], vecs[b:b + 512]
             prev = q @ self.sem_mat.T if len(self.sem_mat) else np.zeros((len(block), 0), dtype=q.dtype)
@@ -114,9 +127,8 @@ class Dedup:
                 j = int(np.argmax(sims)) if len(sims) else -1
                 if j >= 0 and sims[j] >= cfg.threshold:
                     dup = self.sem_ids[j] if j < len(self.sem_ids) else ids[block[kept_here[j - len(self.sem_ids)]]]
-                    drops[i] = Drop(convs[i], self.name, "semantic_duplicate", {
-                        "duplicate_of": dup, "cosine": round(float(sims[j]), 4), "key": self.cfg.key,
-                        "threshold": cfg.threshold})
+                    drops[i] = ("semantic_duplicate", {"duplicate_of": dup, "cosine": round(float(sims[j]), 4),
+                                                       "key": self.cfg.key, "threshold": cfg.threshold})
                 else:
                     kept_here.append(r)
             self.sem_mat = np.concatenate([self.sem_mat.reshape(-1, q.shape[1]), q[kept_here]])

@@ -1,9 +1,11 @@
-"""Near-duplicate search with MinHash LSH, vectorized end to end (used by the dedup and split stages).
+"""Near-duplicate search with MinHash LSH in time linear in the texts (used by the dedup and split stages).
 
 For a batch of texts:
-1. shingles: word n-gram hashes, computed in bulk (see shingles.py);
+1. shingles: word n-gram hashes, computed in bulk (see shingles.py), kept sorted and distinct per text;
 2. signatures: rensa computes the MinHash signature of every text from the flat shingle hashes;
-3. candidates: the signature is cut into LSH bands and numpy groups equal band keys into candidate pairs;
+3. candidates: the signature is cut into LSH bands; numpy numbers the buckets of equal band keys, and each text
+   is offered the earlier indexed texts of its buckets, at most BUCKET_CAP per bucket (templated text fills some
+   buckets with thousands of texts; listing every pair there made the cost grow with the square of the input);
 4. pre-check: a candidate pair must agree on at least `min_matches` signature slots, a bound that a pair at the
    threshold misses with probability <= MISS_PROBABILITY (1e-4; more similar pairs miss it even less), while the
    LSH bands themselves miss such a pair about 5% of the time (16 bands of 8 rows at 0.8), as datasketch's do;
@@ -23,8 +25,7 @@ import rensa
 from .shingles import P, ngram_hashes_chunk, text_chunks
 
 MISS_PROBABILITY = 1e-4
-PAIR_CHUNK = 4096  # candidate pairs whose signatures are compared at once
-MAX_PAIRS = 1 << 19  # band matches listed at once; a batch with more (a big cluster of duplicates) is halved
+BUCKET_CAP = 64  # earlier texts one LSH bucket offers a new text (the first ones indexed)
 _U32 = next(code for code in "IL" if array(code).itemsize == 4)  # array typecode of an unsigned 32-bit int
 
 
@@ -64,208 +65,214 @@ def min_matches(threshold: float, num_perm: int, miss: float = MISS_PROBABILITY)
     return num_perm
 
 
-def band_pairs(keys: np.ndarray, first_new: int, limit: int | None = None) -> np.ndarray | None:
-    """Row pairs (earlier, later) that share a key in at least one band (column), with later >= first_new;
-    None as soon as more than `limit` band matches (pairs counted once per shared band) come up.
+def similarities(sk: Sketch, me: int, rows: np.ndarray) -> np.ndarray:
+    """The exact Jaccard similarity of row `me`'s shingle set with each of `rows`' (one vectorized pass).
 
-    >>> band_pairs(np.array([[1, 7], [2, 7], [1, 9]], dtype=np.uint64), 1).tolist()
-    [[0, 1], [0, 2]]
+    >>> sk = Sketch(np.zeros((3, 1)), np.zeros((3, 1)), np.array([1, 2, 3, 4, 1, 2, 3, 5, 9]), np.array([0, 4, 8, 9]))
+    >>> similarities(sk, 0, np.array([1, 2])).tolist()
+    [0.6, 0.0]
     """
-    n = len(keys)
-    codes = []
-    found = 0
-    for band in keys.T:
-        order = np.argsort(band, kind="stable")  # stable: rows of one group stay in input order
-        group = np.ones(n, dtype=bool)
-        group[1:] = band[order[1:]] != band[order[:-1]]
-        group_start = np.flatnonzero(group)[np.cumsum(group) - 1]
-        rank = np.arange(n) - group_start  # rows before this one in its group
-        rank[order < first_new] = 0  # rows indexed earlier are only paired with new ones
-        total = int(rank.sum())
-        found += total
-        if limit is not None and found > limit:
-            return None
-        if total:
-            within = np.arange(total) - np.repeat(np.cumsum(rank) - rank, rank)
-            earlier = order[np.repeat(group_start, rank) + within]
-            codes.append(earlier.astype(np.int64) * n + np.repeat(order, rank))
-    if not codes:
-        return np.zeros((0, 2), dtype=np.int64)
-    codes = np.unique(np.concatenate(codes))
-    return np.stack([codes // n, codes % n], axis=1)
-
-
-def jaccard_at_least(a: frozenset, b: frozenset, threshold: float) -> float | None:
-    """The Jaccard similarity of two sets if it is at least `threshold`, else None.
-
-    >>> a, b = frozenset("abcd"), frozenset("abce")
-    >>> jaccard_at_least(a, b, 0.5), jaccard_at_least(a, b, 0.8)
-    (0.6, None)
-    """
-    la, lb = len(a), len(b)
-    if la < threshold * lb or lb < threshold * la:
-        return None  # the sizes alone rule the threshold out
-    inter = len(a & b)
-    sim = inter / (la + lb - inter) if inter else 0.0
-    return sim if sim >= threshold else None
+    mine = sk.shingles(me)
+    starts, lens = sk.offsets[rows], sk.offsets[rows + 1] - sk.offsets[rows]
+    total = int(lens.sum())
+    if not total or not len(mine):
+        return np.zeros(len(rows))
+    vals = sk.flat[np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)]
+    pos = np.minimum(np.searchsorted(mine, vals), len(mine) - 1)
+    hits = np.concatenate([[0], np.cumsum(mine[pos] == vals)])
+    ends = np.cumsum(lens)
+    inter = hits[ends] - hits[ends - lens]
+    return inter / np.maximum(lens + len(mine) - inter, 1)
 
 
 @dataclass
-class _Batch:
-    """What `NearIndex` computes for a batch of texts."""
+class Sketch:
+    """What the index keeps of each text, computed per text (any worker can compute it): its MinHash signature,
+    LSH band keys and its shingle hashes, sorted and distinct (flat, with row offsets)."""
 
-    sig: np.ndarray  # (n, num_perm) uint32 MinHash signatures
-    keys: np.ndarray  # (n, bands) uint64 LSH band keys
-    live: np.ndarray  # (n,) bool: the text has shingles (a text without any is never a candidate)
-    flat: np.ndarray  # shingle hashes, flat
-    offsets: np.ndarray  # (n + 1,) row offsets into flat
+    sig: np.ndarray  # (n, num_perm) uint32
+    keys: np.ndarray  # (n, bands) uint64
+    flat: np.ndarray  # uint64
+    offsets: np.ndarray  # (n + 1,) int64
 
-    def rows(self, a: int, b: int) -> _Batch:
-        """Rows a..b-1 as a batch of their own."""
-        o = self.offsets
-        return _Batch(self.sig[a:b], self.keys[a:b], self.live[a:b], self.flat[o[a]:o[b]], o[a:b + 1] - o[a])
+    def __len__(self) -> int:
+        return len(self.sig)
+
+    def shingles(self, row: int) -> np.ndarray:
+        """Row `row`'s sorted distinct shingle hashes."""
+        return self.flat[self.offsets[row]:self.offsets[row + 1]]
+
+    def take(self, rows: np.ndarray) -> Sketch:
+        """The given rows (ascending) as a sketch of their own."""
+        counts = np.diff(self.offsets)[rows]
+        flat_rows = np.repeat(np.arange(len(self)), np.diff(self.offsets))
+        return Sketch(self.sig[rows], self.keys[rows], self.flat[np.isin(flat_rows, rows)],
+                      np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+    @staticmethod
+    def concat(parts: list[Sketch]) -> Sketch:
+        """The rows of `parts`, in order, as one sketch."""
+        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+        return Sketch(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sig", "keys", "flat")),
+                      np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
 
 
-class _Sets(dict):
-    """Row -> frozenset of its shingle hashes, built on first use (most rows are never compared); rows number
-    the indexed texts first, then the batch."""
+def bucket_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per band (column): a dense bucket number for each row, and whether the row shares its bucket with another.
 
-    def __init__(self, built: dict, kept: _Batch, batch: _Batch):
-        super().__init__(built)
-        self.base = len(kept.live)
-        self.sources = ((kept.flat, kept.offsets.tolist()), (batch.flat, batch.offsets.tolist()))
-
-    def __missing__(self, row: int) -> frozenset:
-        (flat, offsets), i = (self.sources[0], row) if row < self.base else (self.sources[1], row - self.base)
-        self[row] = out = frozenset(flat[offsets[i]:offsets[i + 1]].tolist())
-        return out
+    >>> ids, shared = bucket_ids(np.array([[5, 1], [5, 2], [6, 1]], dtype=np.uint64))
+    >>> ids.tolist(), shared.tolist()
+    ([[0, 0], [0, 1], [1, 0]], [[True, True], [True, False], [False, True]])
+    """
+    ids = np.empty(keys.shape, dtype=np.int64)
+    shared = np.empty(keys.shape, dtype=bool)
+    for j in range(keys.shape[1]):
+        _, inv, counts = np.unique(keys[:, j], return_inverse=True, return_counts=True)
+        ids[:, j], shared[:, j] = inv, counts[inv] > 1
+    return ids, shared
 
 
 class NearIndex:
-    """MinHash LSH index (see the module docstring). `add` is greedy keep-first against the texts kept so far;
-    `link` lists all similar pairs and `groups` their connected groups, both indexing every text. State persists
-    across calls (shards). A batch whose band matches exceed MAX_PAIRS is processed in halves."""
+    """MinHash LSH index (see the module docstring) whose cost grows linearly with the texts. `add` is greedy
+    keep-first against the texts kept so far; `groups` links every text to the earlier ones it is similar to.
+    State persists across calls (shards).
 
-    def __init__(self, threshold: float, num_perm: int = 128, shingle: int = 5, unit: str = "word", seed: int = 0):
+    Each LSH bucket offers a new text at most `cap` earlier indexed texts (the first ones), so a bucket that
+    templated text fills with thousands of texts costs `cap` comparisons per text, not thousands.
+    """
+
+    def __init__(self, threshold: float, num_perm: int = 128, shingle: int = 5, unit: str = "word", seed: int = 0,
+                 cap: int = BUCKET_CAP):
         self.threshold, self.num_perm, self.shingle, self.unit, self.seed = threshold, num_perm, shingle, unit, seed
         self.bands, self.rows = lsh_bands(threshold, num_perm)
         self.min_matches = min_matches(threshold, num_perm)
+        self.cap = cap
         self.labels: list[object] = []
         self._kept = self._empty()
-        self._sets: dict[int, frozenset] = {}  # shingle sets of indexed texts, built on first comparison
 
-    def _prepare(self, texts: list[str]) -> _Batch:
-        parts = [self._prepare_chunk(texts[a:b]) for a, b in text_chunks(texts)] or [self._empty()]
-        if len(parts) == 1:
-            return parts[0]
-        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
-        return _Batch(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sig", "keys", "live", "flat")),
-                      np.concatenate([[0], np.cumsum(sizes)]))
+    def _empty(self) -> Sketch:
+        return Sketch(np.zeros((0, self.num_perm), np.uint32), np.zeros((0, self.bands), np.uint64),
+                      np.zeros(0, np.uint64), np.zeros(1, np.int64))
 
-    def _empty(self) -> _Batch:
-        return _Batch(np.zeros((0, self.num_perm), np.uint32), np.zeros((0, self.bands), np.uint64),
-                      np.zeros(0, bool), np.zeros(0, np.uint64), np.zeros(1, np.int64))
+    def sketch(self, texts: list[str]) -> Sketch:
+        """The sketch of every text (see `Sketch`)."""
+        parts = [self._sketch_chunk(texts[a:b]) for a, b in text_chunks(texts)]
+        return parts[0] if len(parts) == 1 else Sketch.concat(parts) if parts else self._empty()
 
-    def _prepare_chunk(self, texts: list[str]) -> _Batch:
+    def _sketch_chunk(self, texts: list[str]) -> Sketch:
         flat, offsets = ngram_hashes_chunk(texts, self.shingle, self.unit)
+        row = np.repeat(np.arange(len(texts)), np.diff(offsets))
+        order = np.lexsort((flat, row))
+        flat, row = flat[order], row[order]
+        first = np.ones(len(flat), dtype=bool)
+        first[1:] = (flat[1:] != flat[:-1]) | (row[1:] != row[:-1])
+        flat = flat[first]
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(row[first], minlength=len(texts)))]).astype(np.int64)
         digests = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets.astype(np.uint64),
                                                                       self.num_perm, self.seed)
-        rows = b"".join(array(_U32, row).tobytes() for row in digests.to_rows())  # 32-bit digests; beats np.array
+        rows = b"".join(array(_U32, r).tobytes() for r in digests.to_rows())  # 32-bit digests; beats np.array
         sig = np.frombuffer(rows, dtype=np.uint32).reshape(len(texts), self.num_perm)
         cols = sig.reshape(len(texts), self.bands, self.rows).astype(np.uint64)
         keys = np.zeros((len(texts), self.bands), dtype=np.uint64)
         for k in range(self.rows):
             keys = keys * P + cols[:, :, k]
-        return _Batch(sig, keys, offsets[1:] > offsets[:-1], flat, offsets)
-
-    def _candidates(self, batch: _Batch) -> list[list[int]] | None:
-        """[earlier row, later row, equal slots] of the pairs that pass LSH and the pre-check, later in the batch;
-        rows number the indexed texts first, then the batch. Sorted by later, then most equal slots first.
-        None when the batch has more than MAX_PAIRS band matches (and more than one text)."""
-        base = len(self.labels)
-        live = np.flatnonzero(np.concatenate([self._kept.live, batch.live]))
-        pairs = band_pairs(np.concatenate([self._kept.keys, batch.keys])[live], int(np.searchsorted(live, base)),
-                           MAX_PAIRS if len(batch.live) > 1 else None)
-        if pairs is None:
-            return None
-        pairs = live[pairs]
-        sig = np.concatenate([self._kept.sig, batch.sig])
-        found = [np.zeros((0, 3), dtype=np.int64)]
-        for c in range(0, len(pairs), PAIR_CHUNK):
-            chunk = pairs[c:c + PAIR_CHUNK]
-            same = np.count_nonzero(sig[chunk[:, 0]] == sig[chunk[:, 1]], axis=1)
-            ok = same >= self.min_matches
-            found.append(np.column_stack([chunk[ok], same[ok]]))
-        cand = np.concatenate(found)
-        return cand[np.lexsort((cand[:, 0], -cand[:, 2], cand[:, 1]))].tolist()
-
-    def _index(self, batch: _Batch, rows: list[int], labels: list, sets: _Sets) -> None:
-        """Append the batch's `rows` (ascending) to the index."""
-        base, k = len(self.labels), self._kept
-        take = np.zeros(len(batch.live), dtype=bool)
-        take[rows] = True
-        counts = np.diff(batch.offsets)[take]
-        self._kept = _Batch(np.concatenate([k.sig, batch.sig[take]]), np.concatenate([k.keys, batch.keys[take]]),
-                            np.concatenate([k.live, batch.live[take]]),
-                            np.concatenate([k.flat, batch.flat[np.repeat(take, np.diff(batch.offsets))]]),
-                            np.concatenate([k.offsets, k.offsets[-1] + np.cumsum(counts)]))
-        self._sets = {row: v for row, v in sets.items() if row < base}
-        self._sets.update({base + j: sets[base + r] for j, r in enumerate(rows) if base + r in sets})
-        self.labels += [labels[r] for r in rows]
+        return Sketch(sig, keys, flat, offsets)
 
     def add(self, texts: list[str], labels: list) -> list[tuple[object, float] | None]:
         """Per text: None (kept), or (label of a kept text it near-duplicates, their Jaccard similarity); the one
-        named is, of the kept texts at or above the threshold, the one with the most equal signature slots."""
-        return self._add(self._prepare(texts), labels)
+        named is, of the kept texts offered at or above the threshold, the one with the most equal signature
+        slots (then the earliest)."""
+        return self.add_sketch(self.sketch(texts), labels)
 
-    def _add(self, batch: _Batch, labels: list) -> list[tuple[object, float] | None]:
-        base, n = len(self.labels), len(labels)
-        candidates = self._candidates(batch)
-        if candidates is None:  # a big cluster: halve the batch, so later halves only meet the texts kept before
-            return self._add(batch.rows(0, n // 2), labels[:n // 2]) + self._add(batch.rows(n // 2, n), labels[n // 2:])
-        sets = _Sets(self._sets, self._kept, batch)
-        dup: dict[int, tuple[int, float]] = {}
-        for a, b, _ in candidates:
-            if b in dup or a in dup:
-                continue  # b is settled, or a is a duplicate itself (pairs come sorted by later, so a is final)
-            sim = jaccard_at_least(sets[a], sets[b], self.threshold)
-            if sim is not None:
-                dup[b] = (a, sim)
-        out: list[tuple[object, float] | None] = [None] * n
-        for b, (a, sim) in dup.items():
-            out[b - base] = (self.labels[a] if a < base else labels[a - base], sim)
-        self._index(batch, [i for i in range(n) if base + i not in dup], labels, sets)
-        return out
+    def add_sketch(self, batch: Sketch, labels: list) -> list[tuple[object, float] | None]:
+        """`add` on texts sketched already."""
+        base, hits = len(self.labels), {}
 
-    def link(self, texts: list[str]) -> list[tuple[int, int]]:
-        """All (earlier, later) index pairs with Jaccard >= threshold that LSH proposes, sorted; every text is
-        indexed. Indexes count from this batch's first text (texts of earlier batches are negative)."""
-        return self._link(self._prepare(texts))
+        def first_match(i: int, row: int, sim: float) -> bool:
+            hits[i] = (self.labels[row] if row < base else labels[row - base], sim)
+            return True  # offers come best first: the first verified one is the answer
+
+        self._index(batch, self._scan(batch, keep_all=False, on_match=first_match), labels)
+        return [hits.get(i) for i in range(len(batch))]
 
     def groups(self, texts: list[str]) -> list[int]:
-        """A group number per text: texts joined by such pairs share the index of their group's first text
-        (counted like `link`). A pair already in one group is not verified, so a big cluster costs little."""
-        base, joined = len(self.labels), _Groups()
-        self._link(self._prepare(texts), joined)
-        return [joined.find(base + i) - base for i in range(len(texts))]
+        """A group number per text: texts linked by Jaccard >= threshold (among the pairs LSH offers) share the
+        index of their group's first text (texts of earlier calls count negative). Every text is indexed."""
+        return self.groups_sketch(self.sketch(texts))
 
-    def _link(self, batch: _Batch, joined: _Groups | None = None) -> list[tuple[int, int]]:
-        base, n = len(self.labels), len(batch.live)
-        candidates = self._candidates(batch)
-        if candidates is None:
-            first, second = self._link(batch.rows(0, n // 2), joined), self._link(batch.rows(n // 2, n), joined)
-            return first + [(a + n // 2, b + n // 2) for a, b in second]
-        sets = _Sets(self._sets, self._kept, batch)
-        pairs = []
-        for a, b, _ in candidates:
-            if joined is not None and joined.find(a) == joined.find(b):
+    def groups_sketch(self, batch: Sketch) -> list[int]:
+        """`groups` on texts sketched already."""
+        base = len(self.labels)
+        joined = _Groups()
+
+        def link(i: int, row: int, sim: float) -> bool:
+            joined.union(row, base + i)
+            return False  # go on: the text may join more groups
+
+        self._scan(batch, keep_all=True, on_match=link, skip=lambda i, row: joined.find(row) == joined.find(base + i))
+        self._index(batch, list(range(len(batch))), list(range(base, base + len(batch))))
+        return [joined.find(base + i) - base for i in range(len(batch))]
+
+    def _scan(self, batch: Sketch, *, keep_all: bool, on_match, skip=None) -> list[int]:
+        """Visit the batch's texts in order; offer each the earlier indexed texts of its buckets (at most `cap`
+        per bucket), pre-checked by equal signature slots, most equal first, then verified by exact Jaccard.
+        `on_match(i, row, sim)` returns True to stop offering. Returns the batch rows that get indexed: all
+        (`keep_all`), or those that matched nothing."""
+        base, n = len(self.labels), len(batch)
+        every = Sketch.concat([self._kept, batch]) if base else batch
+        ids, shared = bucket_ids(every.keys)
+        live = np.diff(every.offsets) > 0  # a text without shingles is never offered nor offered to
+        shared &= live[:, None]
+        members: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
+        for j in range(self.bands):
+            rows = np.flatnonzero(shared[:base, j])  # indexed texts fill their buckets first, in order
+            for row, b in zip(rows.tolist(), ids[rows, j].tolist()):
+                bucket = members[j].setdefault(b, [])
+                if len(bucket) < self.cap:
+                    bucket.append(row)
+        indexed: list[int] = []
+        batch_ids, batch_shared = ids[base:].tolist(), shared[base:].tolist()
+        for i in range(n):
+            mine = [(j, b) for j, (b, s) in enumerate(zip(batch_ids[i], batch_shared[i])) if s]
+            found = False
+            cands = {row for j, b in mine for row in members[j].get(b, ())}
+            if cands:
+                found = self._offer(every, base + i, np.fromiter(cands, dtype=np.int64, count=len(cands)),
+                                    on_match, skip)
+            if keep_all or not found:
+                indexed.append(i)
+                for j, b in mine:
+                    bucket = members[j].setdefault(b, [])
+                    if len(bucket) < self.cap:
+                        bucket.append(base + i)
+        return indexed
+
+    def _offer(self, every: Sketch, me: int, cands: np.ndarray, on_match, skip) -> bool:
+        """Offer `cands` to text `me` (rows of `every`), most equal signature slots first, then earliest; True when
+        at least one verified."""
+        same = np.count_nonzero(every.sig[cands] == every.sig[me], axis=1)
+        ok = same >= self.min_matches
+        cands, same = cands[ok], same[ok]
+        if not len(cands):
+            return False
+        order = np.lexsort((cands, -same))
+        cands = cands[order]
+        sims = similarities(every, me, cands)
+        matched = False
+        for k in np.flatnonzero(sims >= self.threshold).tolist():
+            row = int(cands[k])
+            if skip is not None and skip(me - len(self.labels), row):
                 continue
-            if jaccard_at_least(sets[a], sets[b], self.threshold) is not None:
-                pairs.append((b - base, a - base))
-                if joined is not None:
-                    joined.union(a, b)
-        self._index(batch, list(range(n)), list(range(n)), sets)
-        return [(a, b) for b, a in sorted(pairs)]
+            matched = True
+            if on_match(me - len(self.labels), row, float(sims[k])):
+                return True
+        return matched
+
+    def _index(self, batch: Sketch, rows: list[int], labels: list) -> None:
+        """Append the batch's `rows` (ascending) to the index."""
+        picked = batch.take(np.asarray(rows, dtype=np.int64)) if len(rows) < len(batch) else batch
+        self._kept = Sketch.concat([self._kept, picked]) if len(self.labels) else picked
+        self.labels += [labels[r] for r in rows]
 
 
 class _Groups:

@@ -15,10 +15,12 @@ import random
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
+
 from ..conversation import Conversation
 from .base import Drop, key_text, norm_text
 from ..config.curate import SplitConfig
-from .minhash import NearIndex
+from .minhash import NearIndex, Sketch
 from .shingles import shingles
 
 MISSING = "(none)"
@@ -35,7 +37,17 @@ def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle
     >>> near_groups(["a b", "c d", "e f"], 0.9, shingle=1, also=(["x y z", "x y z w", "q"], 0.5))
     [0, 0, 2]
     """
-    parent = list(range(len(texts)))
+    views = []
+    for view, thr in [(texts, threshold)] + ([also] if also else []):
+        index = NearIndex(thr, num_perm, shingle, "word", seed)
+        views.append((index, [norm_text(t) for t in view], index.sketch(view)))
+    return group_views(len(texts), views)
+
+
+def group_views(n: int, views: list[tuple[NearIndex, list, Sketch]]) -> list[int]:
+    """`near_groups` over views computed already: (a fresh index, each text's normalized form or a digest of it
+    (empty: no words), each text's sketch from that index)."""
+    parent = list(range(n))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -47,20 +59,18 @@ def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle
         ra, rb = find(a), find(b)
         parent[max(ra, rb)] = min(ra, rb)
 
-    for view, thr in [(texts, threshold)] + ([also] if also else []):
-        first: dict[str, int] = {}
+    for index, norms, sketch in views:
+        first: dict = {}
         distinct: list[int] = []
-        for i, text in enumerate(view):
-            norm = norm_text(text)
+        for i, norm in enumerate(norms):
             j = first.setdefault(norm, i) if norm else i  # a text without words is never linked
             if j == i:
                 distinct.append(i)
             else:
                 union(j, i)
-        for i, group in zip(distinct, NearIndex(thr, num_perm, shingle, "word", seed).groups(
-                [view[i] for i in distinct])):
+        for i, group in zip(distinct, index.groups_sketch(sketch.take(np.asarray(distinct, dtype=np.int64)))):
             union(distinct[group], i)
-    return [find(i) for i in range(len(texts))]
+    return [find(i) for i in range(n)]
 
 
 def stratum(conv: Conversation, field: str | None) -> str:
@@ -79,21 +89,36 @@ class Split:
         self.stats: dict[str, Any] = {}
 
     def assign(self, convs: list[Conversation]) -> dict[str, list[Conversation]]:
-        ratios = self.cfg.ratios()
+        """Split name -> its records, in input order."""
         texts = [key_text(c, "prompt") or key_text(c, "conversation") for c in convs]
         if not any(shingles(t, 5) for t in texts):
             groups = list(range(len(convs)))
         else:
             groups = near_groups(texts, self.cfg.group_threshold, seed=self.cfg.seed,
                                  also=([c.dialogue_text() for c in convs], self.cfg.conversation_threshold))
+        names = self.assign_groups(groups, [stratum(c, self.cfg.by) for c in convs])
+        out: dict[str, list[Conversation]] = {name: [] for name in self.cfg.ratios()}
+        for conv, name in zip(convs, names):
+            out[name].append(conv)
+        return out
+
+    def views(self) -> tuple[NearIndex, NearIndex]:
+        """Fresh indexes for the split's two views: the prompt, and the whole dialogue."""
+        return (NearIndex(self.cfg.group_threshold, 128, 5, "word", self.cfg.seed),
+                NearIndex(self.cfg.conversation_threshold, 128, 5, "word", self.cfg.seed))
+
+    def assign_groups(self, groups: list[int], strata: list[str]) -> list[str]:
+        """Each record's split, given its group and stratum: groups are shuffled per stratum with the seed and
+        each goes to the split furthest below its target count; records the stats."""
+        ratios = self.cfg.ratios()
         members: dict[int, list[int]] = defaultdict(list)
         for i, g in enumerate(groups):
             members[g].append(i)
         by_stratum: dict[str, list[int]] = defaultdict(list)
         for g in sorted(members):
-            by_stratum[stratum(convs[members[g][0]], self.cfg.by)].append(g)
+            by_stratum[strata[members[g][0]]].append(g)
         rng = random.Random(self.cfg.seed)
-        where: dict[int, str] = {}
+        where: list[str] = [""] * len(groups)
         per_stratum: dict[str, dict[str, int]] = {}
         for s in sorted(by_stratum):
             gs = by_stratum[s]
@@ -106,13 +131,11 @@ class Split:
                 for i in members[g]:
                     where[i] = name
             per_stratum[s] = dict(count)
-        out: dict[str, list[Conversation]] = {name: [] for name in ratios}
-        for i, conv in enumerate(convs):
-            out[where[i]].append(conv)
+        sizes = Counter(where)
         self.stats.update({"groups": len(members), "grouped_records": sum(len(m) for m in members.values()
                                                                           if len(m) > 1),
-                           "per_stratum": per_stratum, "sizes": {k: len(v) for k, v in out.items()}})
-        return out
+                           "per_stratum": per_stratum, "sizes": {name: sizes[name] for name in ratios}})
+        return where
 
     def apply(self, convs: list[Conversation], pool=None, progress=None) -> tuple[list[Conversation], list[Drop]]:
         """Split keeps every record; see `assign` for the assignment."""
