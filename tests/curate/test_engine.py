@@ -43,7 +43,7 @@ def test_jsonl_shards_cover_every_line_once_with_its_number(tmp_path_factory, li
     data = (b"\xef\xbb\xbf" if bom else b"") + b"".join(text + end for text, end in lines)
     if lines and not last:  # no final newline
         data = data.removesuffix(lines[-1][1])
-    path = tmp_path_factory.mktemp("s") / "in.jsonl"
+    path = tmp_path_factory.getbasetemp() / "shards.jsonl"  # one file, rewritten by each example
     path.write_bytes(data)
     shards = plan_shards([path], target)
     ends = [0] + [s.end for s in shards]

@@ -1,11 +1,12 @@
 """datatrove's executors, as curate's engine uses them (imported only when tasks run: datatrove takes ~1 s to load).
 
-A task function becomes a one-step datatrove pipeline; its executor prints only errors on the console and keeps
-the rest in the task logs and `executor.log`; a failed task's exception is pickled next to its log for the caller.
+A task function becomes a one-step datatrove pipeline; its executor prints nothing on the console (the task logs
+and `executor.log` keep it all), and a failed task's exception is pickled next to its log for the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections.abc import Callable
@@ -65,13 +66,16 @@ def save_error(e: Exception, path: Path) -> None:
 
 
 class _Quiet:
-    """Mixin for datatrove executors: a task prints only its errors (its log keeps everything)."""
+    """Mixin for datatrove executors: what a task prints on stderr (its errors) goes to executor.log; its own log
+    keeps everything."""
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        try:  # datatrove prints a task's info lines on the console for local_rank 0 only
-            return super()._run_for_rank(rank, local_rank + 1, node_rank)
-        finally:
-            route_logs(self.logging_dir.path)
+        log_dir = self.logging_dir.path
+        with open(os.path.join(log_dir, "executor.log"), "a") as console, contextlib.redirect_stderr(console):
+            try:  # datatrove prints a task's info lines on stderr for local_rank 0 only
+                return super()._run_for_rank(rank, local_rank + 1, node_rank)
+            finally:
+                route_logs(log_dir)
 
 
 class Local(_Quiet, LocalPipelineExecutor):
