@@ -53,6 +53,10 @@ class RecordError(SftpipeError):
         self.fix = fix
         super().__init__(self._format())
 
+    def __reduce__(self):
+        """Pickle by the constructor's arguments, so the error crosses process boundaries (worker pools, Ray)."""
+        return _record_error, (self.to_dict(),)
+
     def located(self, path: str | None, line: int | None) -> RecordError:
         """Return a copy of this error that carries the file and line it came from."""
         return RecordError(self.reason, self.message, path=path, line=line, index=self.index,
@@ -77,3 +81,8 @@ class RecordError(SftpipeError):
         """The error as a JSON-ready dict, as written to rejects files."""
         return {"reason": self.reason, "message": self.message, "path": self.path, "line": self.line,
                 "index": self.index, "field": self.field, "fix": self.fix}
+
+
+def _record_error(fields: dict) -> RecordError:
+    """A RecordError from its `to_dict()` (unpickling)."""
+    return RecordError(**fields)

@@ -7,7 +7,7 @@ the file, the 1-based line (or Parquet row), the message index and the field, pl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -273,43 +273,53 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
-    """(line, parsed object or raw text, error) per non-blank line; lines are split on b"\\n" and decoded strictly."""
+def file_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line, byte offset, raw bytes with the line end) per line of a file, split on b"\\n"."""
     offset = 0
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
-            start = offset
+            yield n, offset, raw
             offset += len(raw)
-            if n == 1 and raw.startswith(_BOM):
-                raw, start = raw[len(_BOM):], start + len(_BOM)
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                yield n, raw.decode("utf-8", "backslashreplace").rstrip("\r\n"), RecordError(
-                    "invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line (byte {start + e.start} of the "
-                    f"file): {raw[e.start:e.start + 4]!r}", fix="re-export the file as UTF-8")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield n, json.loads(text, object_pairs_hook=_unique_keys), None
-            except _DuplicateKey as e:
-                yield n, text, RecordError(
-                    "duplicate_key", f"key {e.key!r} appears twice in one JSON object", field=e.key,
-                    fix="keep one value per key (a JSON reader would silently keep the last)")
-            except RecursionError:
-                yield n, text[:200], RecordError(
-                    "too_deep", "JSON nested too deeply to read", fix="flatten the record; messages need a "
-                    "few levels of nesting, not thousands")
-            except json.JSONDecodeError as e:
-                yield n, text, RecordError(
-                    "parse", f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno} (char {e.pos})",
-                    fix="each line must hold one complete JSON object (JSON Lines; a JSON array file must be "
-                        "converted)")
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
-    """(1-based row, row dict, None) per Parquet row; nested columns come as lists/dicts."""
+def jsonl_rows(lines: Iterable[tuple[int, int, bytes]]) -> Iterator[tuple[int, Any, RecordError | None]]:
+    """(line, parsed object or raw text, error) per non-blank line of `file_lines` triples (or any part of them).
+
+    >>> [(n, obj) for n, obj, _ in jsonl_rows([(7, 40, b'{"a": 1}\\r\\n'), (8, 50, b"\\n")])]
+    [(7, {'a': 1})]
+    """
+    for n, start, raw in lines:
+        if start == 0 and raw.startswith(_BOM):
+            raw, start = raw[len(_BOM):], start + len(_BOM)
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            yield n, raw.decode("utf-8", "backslashreplace").rstrip("\r\n"), RecordError(
+                "invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line (byte {start + e.start} of the "
+                f"file): {raw[e.start:e.start + 4]!r}", fix="re-export the file as UTF-8")
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield n, json.loads(text, object_pairs_hook=_unique_keys), None
+        except _DuplicateKey as e:
+            yield n, text, RecordError(
+                "duplicate_key", f"key {e.key!r} appears twice in one JSON object", field=e.key,
+                fix="keep one value per key (a JSON reader would silently keep the last)")
+        except RecursionError:
+            yield n, text[:200], RecordError(
+                "too_deep", "JSON nested too deeply to read", fix="flatten the record; messages need a "
+                "few levels of nesting, not thousands")
+        except json.JSONDecodeError as e:
+            yield n, text, RecordError(
+                "parse", f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno} (char {e.pos})",
+                fix="each line must hold one complete JSON object (JSON Lines; a JSON array file must be "
+                    "converted)")
+
+
+def parquet_rows(path: str | Path, row_groups: range | None = None) -> Iterator[tuple[int, Any, RecordError | None]]:
+    """(1-based row of the file, row dict, None) per Parquet row of `row_groups` (default: all); nested columns
+    come as lists/dicts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -318,8 +328,9 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"{path}: cannot read as Parquet: {e}; fix: re-export the file (it may be truncated) or "
                          "convert it to JSON Lines") from e
-    n = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    groups = range(pf.num_row_groups) if row_groups is None else row_groups
+    n = sum(pf.metadata.row_group(g).num_rows for g in range(groups.start))
+    for batch in pf.iter_batches(batch_size=1024, row_groups=list(groups)):
         for row in batch.to_pylist():
             n += 1
             yield n, row, None
@@ -330,9 +341,9 @@ def raw_rows(path: str | Path) -> Iterator[tuple[int, Any, RecordError | None]]:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        return _jsonl_rows(p)
+        return jsonl_rows(file_lines(p))
     if suffix == ".parquet":
-        return _parquet_rows(p)
+        return parquet_rows(p)
     raise ValueError(f"cannot read {str(path)!r}: unknown extension {suffix!r} (supported: {', '.join(SUFFIXES)}). "
                      "Fix: rename the file or convert it to JSON Lines")
 
@@ -351,11 +362,12 @@ def _convert(path: str, line: int, obj: Any, err: RecordError | None, format: st
     return err.located(path, line)
 
 
-def row_converter(format: str = "auto", column_map: dict[str, str] | None = None):
-    """A function (path, line, parsed row, parse error) -> Conversation or located RecordError, for rows read
-    elsewhere (e.g. one shard of a file); options are checked here, once."""
+def read_rows(path: str | Path, rows: Iterable[tuple[int, Any, RecordError | None]], *, format: str = "auto",
+              column_map: dict[str, str] | None = None) -> Iterator[tuple[Any, Conversation | RecordError]]:
+    """(raw object, Conversation or RecordError located at path:line) per row of `rows` (from `raw_rows(path)` or
+    a part of the file, e.g. one shard). Options are checked at the call (ValueError)."""
     cm = _check_options(format, column_map)
-    return lambda path, line, obj, err: _convert(str(path), line, obj, err, format, cm)
+    return ((obj, _convert(str(path), line, obj, err, format, cm)) for line, obj, err in rows)
 
 
 def iter_records(path: str | Path, *, format: str = "auto",
@@ -364,8 +376,8 @@ def iter_records(path: str | Path, *, format: str = "auto",
 
     Options and the file extension are checked at the call (ValueError), not at the first `next()`.
     """
-    cm, rows = _check_options(format, column_map), raw_rows(path)
-    return (_convert(str(path), line, obj, err, format, cm) for line, obj, err in rows)
+    rows = read_rows(path, raw_rows(path), format=format, column_map=column_map)
+    return (out for _, out in rows)
 
 
 @dataclass
@@ -386,12 +398,11 @@ def read_conversations(paths: str | Path | list, *, format: str = "auto", column
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"unknown on_error {on_error!r} (allowed: fail, skip)")
-    cm = _check_options(format, column_map)
+    _check_options(format, column_map)
     result = ReadResult()
     for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
-        for line, obj, err in raw_rows(path):
+        for obj, out in read_rows(path, raw_rows(path), format=format, column_map=column_map):
             result.n_in += 1
-            out = _convert(str(path), line, obj, err, format, cm)
             if isinstance(out, Conversation):
                 result.conversations.append(out)
             elif on_error == "fail":

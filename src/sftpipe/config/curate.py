@@ -206,6 +206,22 @@ class SplitConfig(Section):
         return {"train": 1.0 - self.eval_ratio, "eval": self.eval_ratio}
 
 
+class ExecutorConfig(Section):
+    """Where curate's per-shard tasks run (sftpipe.curate.engine, on datatrove): `local` runs `curate.workers`
+    processes on this machine; `ray` runs them on a Ray cluster (`address`) or on a local Ray instance."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray only: "auto" (this machine's cluster), "ray://head:10001"; none = start one
+    shard_mb: int = Field(64, ge=1, le=4096)  # inputs are cut into shards of about this size, one task each
+
+    @model_validator(mode="after")
+    def _address(self) -> ExecutorConfig:
+        if self.address is not None and self.kind != "ray":
+            raise ValueError(f"address {self.address!r} is only used by kind 'ray' (kind is {self.kind!r}); fix: "
+                             "set curate.executor.kind: ray, or remove curate.executor.address")
+        return self
+
+
 class CurateConfig(Section):
     """The whole `curate:` section: the raw inputs, where the outputs go, and one sub-section per stage."""
 
@@ -224,7 +240,8 @@ class CurateConfig(Section):
     mix: MixConfig = Field(default_factory=MixConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     strict: bool = False  # true: the first bad record stops the run
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1)  # processes on this machine (executor local) or concurrent tasks (ray)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     progress: bool = True  # rich progress bars (only shown on a terminal)
 
     @field_validator("inputs", mode="before")
