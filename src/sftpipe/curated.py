@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from .commit import manifest_ok, staged_folder, write_manifest
 from .errors import ConfigError
-from .io import write_json, write_jsonl
+from .io import write_json
 from .readers import raw_rows
 
 MARKER = "sftpipe_curate.json"  # the curated folder's manifest, written last
@@ -62,14 +62,13 @@ def files_hash(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
-def write_folder(out_dir: Path, outputs: dict[str, list[dict]], report: dict[str, Any]) -> dict[str, str]:
-    """Write `outputs` (file name -> records) and `report` into a folder beside `out_dir`, the manifest last, then
-    swap it in; returns each output's content hash (also filled into `report["hashes"]` when that key exists)."""
-    hashes: dict[str, str] = report.setdefault("hashes", {})
+def write_folder(out_dir: Path, write: Callable[[Path], dict[str, str]], report: dict[str, Any]) -> dict[str, str]:
+    """Have `write(folder)` write the outputs into a folder beside `out_dir` and return each one's content hash
+    (it may fill `report` too); then write `report` (its "hashes" set) and the manifest last, and swap the folder
+    in."""
     with staged_folder(out_dir) as tmp:
-        for fname, records in outputs.items():
-            write_jsonl(tmp / fname, records)
-            hashes[fname] = content_hash(records)
+        hashes = write(tmp)
+        report["hashes"] = hashes
         write_json(tmp / REPORT, report)
         write_manifest(tmp, MARKER, stage="curate", version=1, content_hashes=hashes)
     return hashes

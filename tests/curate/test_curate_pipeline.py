@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sftpipe.curate import base, pipeline
+from sftpipe.curate import pipeline
 from sftpipe.curated import content_hash
 from sftpipe.config.curate import CurateConfig
 from sftpipe.curate.pipeline import run_curate
@@ -113,11 +113,16 @@ def test_same_seed_and_input_give_same_hashes(run, tmp_path):
     assert other.hashes["train.jsonl"] != run.hashes["train.jsonl"]
 
 
-def test_worker_pool_gives_the_same_output(run, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "MIN_PARALLEL", 0)
-    monkeypatch.setattr(base, "CHUNK", 4)
+def test_shards_and_workers_give_the_same_output(run, tmp_path, monkeypatch):
+    shards = []
+    plan = pipeline.plan_shards
+    monkeypatch.setattr(pipeline, "plan_shards", lambda paths, size: shards.append(plan(paths, 1500)) or shards[-1])
     pooled = run_curate([RAW], config(workers=2), tmp_path / "pooled")
+    assert len(shards[0]) > 3 and len(shards[1]) > 1  # the main and the mix inputs, each in several shards
     assert pooled.hashes == run.hashes
+    assert pooled.report["stages"] == [{**s, "seconds": p["seconds"]} for s, p in zip(run.report["stages"],
+                                                                                       pooled.report["stages"])]
+    assert not list(tmp_path.glob(".pooled.work-*"))  # a finished run leaves no work folder
 
 
 def test_no_pii_value_in_any_output(run):

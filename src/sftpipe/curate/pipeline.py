@@ -7,39 +7,48 @@ seconds per stage, stage stats, the content hash of each output and the hash's d
 records in = kept + rejected. Records rejected before the pii stage are PII-redacted in rejected.jsonl too.
 Reader rejects: `parse` (the line is not JSON) or `invalid` (not a valid conversation, e.g. an empty reply),
 with the reader's error code in the details.
+
+It runs in three phases, so memory stays bounded and every core (or a Ray cluster) works:
+1. the inputs are cut into shards; one task per shard (sftpipe.curate.engine, on datatrove's executors) runs the
+   per-record stages and writes its rows and the arrays the global stages need (sftpipe.curate.shard);
+2. the global stages decide over those arrays (sftpipe.curate.decide);
+3. the rows are streamed once more into the output files.
+The shards live in a work folder beside out_dir, named by the inputs and the config: a run that was killed is
+rerun by running it again (finished tasks are skipped); a finished run removes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..conversation import Conversation, Source
+import numpy as np
+
 from .. import curated
-from ..io import sha256_file
-from ..readers import read_conversations
-from .base import Drop
 from ..config.curate import CurateConfig
+from ..io import sha256_file
+from .decide import Decisions, Stream, decide
 from .decontam import Decontaminate
 from .dedup import Dedup
+from .engine import EngineConfig, plan_shards, run_tasks
 from .filters import Filters
-from .mix import Mix
 from .normalize import Normalize
-from .pii import Pii, redact_text
+from .pii import Pii
 from .policy import Policy
 from .quality import Quality
+from .shard import NOT_DROPPED, READ, ShardTask, Views, task_rows
 from .split import Split
 
 if TYPE_CHECKING:
     from ..dataset import Tracker
 
-MIN_PARALLEL = 2000  # below this many records a worker pool costs more than it saves
+MIN_SHARD = 256 * 2**10  # bytes: below this a task costs more to start than it saves
 
 
 @dataclass
@@ -53,145 +62,242 @@ class CurateResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def build_stages(cfg: CurateConfig, tokenizer=None) -> list:
-    """The enabled per-stream stages in pipeline order (mix and split are added by `run_curate`)."""
+def build_stages(cfg: CurateConfig, tokenizer=None, *, mix: bool = False) -> list:
+    """The enabled stages in pipeline order up to quality: per-record stage objects, and the names of the global
+    stages (dedup, quality) where they sit. The mix stream has no quality stage (the top share is of the main
+    data only)."""
     s = cfg.strict
-    stages = []
+    stages: list = []
     if cfg.normalize.enabled:
         stages.append(Normalize(cfg.normalize, s))
     if cfg.pii.enabled:
         stages.append(Pii(cfg.pii, s))
     if cfg.dedup.enabled:
-        stages.append(Dedup(cfg.dedup, s))
+        stages.append("dedup")
     if cfg.filters.enabled:
         stages.append(Filters(cfg.filters, tokenizer, s))
     if cfg.policy.enabled:
         stages.append(Policy(cfg.policy, s))
     if cfg.decontaminate.enabled:
         stages.append(Decontaminate(cfg.decontaminate, s))
-    if cfg.quality.enabled:
-        stages.append(Quality(cfg.quality, s))
+    if cfg.quality.enabled and not mix:
+        stages.append("quality")
     return stages
 
 
-PARSE_ERRORS = ("parse", "invalid_utf8")  # reader reasons for a line that is not a JSON object at all
+def _label(stage) -> str:
+    return stage if isinstance(stage, str) else stage.name
 
 
-def read_stream(paths: list, *, format: str, column_map: dict | None, strict: bool, stage: str = "read"):
-    """(conversations, drops, rows read). A row that is not JSON is dropped as `parse`; a JSON record that is
-    not a valid conversation (e.g. an empty reply) as `invalid`; details hold the reader's error code. Strict
-    mode raises the first error instead."""
-    res = read_conversations([Path(p) for p in paths], format=format, column_map=column_map,
-                             on_error="fail" if strict else "skip")
-    drops = [Drop(None, stage, "parse" if r["reason"] in PARSE_ERRORS else "invalid",
-                  {"error": r["reason"], "message": r["error"]}, source=Source(r["path"], r["line"]),
-                  raw=r["record"]) for r in res.rejects]
-    return res.conversations, drops, res.n_in
-
-
-def _read_report(label: str, n_in: int, n_out: int, drops: list[Drop], seconds: float) -> dict:
-    return {"stage": label, "in": n_in, "out": n_out, "dropped": dict(Counter(d.reason for d in drops)),
-            "seconds": round(seconds, 3), "stats": dict(Counter(f"error_{d.details['error']}" for d in drops))}
-
-
-def _run(stage, convs: list, label: str, pool, progress: Tracker | None, report: list, drops: list,
-         n_in: int | None = None) -> list:
-    """Run one stage, record its counts, reasons, seconds and stats; return the kept records."""
-    t0 = time.perf_counter()
-    stage.stats.clear()  # stage objects are reused for the mix stream; report each run's own stats
-    kept, dropped = stage.apply(convs, pool=pool, progress=progress(label, len(convs)) if progress else None)
-    n_in = len(convs) if n_in is None else n_in
-    assert n_in == len(kept) + len(dropped), f"{label}: {n_in} in != {len(kept)} kept + {len(dropped)} dropped"
-    for d in dropped:
-        d.stage = label
-    drops += dropped
-    report.append({"stage": label, "in": n_in, "out": len(kept), "dropped": dict(Counter(d.reason for d in dropped)),
-                   "seconds": round(time.perf_counter() - t0, 3), "stats": dict(getattr(stage, "stats", {}))})
-    return kept
-
-
-def _scrub(obj: Any, cfg: CurateConfig) -> Any:
-    """Redact PII in every string of a raw record (for records rejected before the pii stage)."""
-    if isinstance(obj, str):
-        return redact_text(obj, cfg.pii.types, cfg.pii.phone_region)[0]
-    if isinstance(obj, list):
-        return [_scrub(x, cfg) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _scrub(v, cfg) for k, v in obj.items()}
-    return obj
-
-
-def _rejected_records(drops: list[Drop], cfg: CurateConfig) -> list[dict]:
-    out = []
-    for d in drops:
-        rec = d.to_record()
-        if cfg.pii.enabled and d.stage.split("/")[-1] in ("read", "normalize"):
-            rec["record"] = _scrub(rec["record"], cfg)
-        out.append(rec)
-    return out
+def work_folder(out_dir: Path, cfg: CurateConfig, inputs: list[dict], extra: Any) -> Path:
+    """The work folder of this run: beside out_dir, named by the inputs' hashes and every setting that changes
+    the shards (not the executor, workers or progress)."""
+    settings = cfg.model_dump(mode="json", exclude={"workers", "executor", "progress", "out_dir"})
+    key = hashlib.sha256(json.dumps([inputs, settings, extra], sort_keys=True).encode()).hexdigest()[:16]
+    return out_dir.parent / f".{out_dir.name}.work-{key}"
 
 
 def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: str = "auto",
                column_map: dict | None = None, tokenizer=None, progress: Tracker | None = None) -> CurateResult:
     """Curate `inputs` into `out_dir` as configured; see the module docstring for the outputs. `tokenizer` (a
     tokenizer or a model reference) counts tokens for the length filter; None estimates ceil(chars / 4).
-    `progress(stage, total)` returns the callback that counts each stage's records."""
+    `progress(stage, total)` returns the callback that counts the records written."""
     out_dir = Path(out_dir)
     curated.check_out_dir(out_dir, inputs)
     t_start = time.perf_counter()
-    stages_report: list[dict] = []
-    drops: list[Drop] = []
-    stages = build_stages(cfg, tokenizer)
-    with ExitStack() as stack:
-        t0 = time.perf_counter()
-        convs, read_drops, n_read = read_stream(inputs, format=format, column_map=column_map, strict=cfg.strict)
-        drops += read_drops
-        stages_report.append(_read_report("read", n_read, len(convs), read_drops, time.perf_counter() - t0))
-        pool = None
-        if cfg.workers > 1 and len(convs) >= MIN_PARALLEL:
-            pool = stack.enter_context(ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")))
-        for stage in stages:
-            convs = _run(stage, convs, stage.name, pool, progress, stages_report, drops)
-        if cfg.mix.enabled:
-            t0 = time.perf_counter()
-            general, mix_drops, n_mix = read_stream([cfg.mix.source], format=cfg.mix.format,
-                                                    column_map=cfg.mix.column_map or None, strict=cfg.strict,
-                                                    stage="mix/read")
-            drops += mix_drops
-            stages_report.append(_read_report("mix/read", n_mix, len(general), mix_drops, time.perf_counter() - t0))
-            for stage in stages:
-                if stage.name != "quality":  # the top share is taken of the main data only
-                    general = _run(stage, general, f"mix/{stage.name}", pool, progress, stages_report, drops)
-            mix = Mix(cfg.mix, general, cfg.split.by)
-            convs = _run(mix, convs, "mix", pool, progress, stages_report, drops, n_in=mix.n_in(convs))
-        split = Split(cfg.split, cfg.strict)
-        if cfg.split.enabled:
-            convs = _run(split, convs, "split", pool, progress, stages_report, drops)
-            splits = split.assignment
+    hashed = [{"path": str(p), "sha256": sha256_file(p)} for p in inputs]
+    mix_input = [{"path": cfg.mix.source, "sha256": sha256_file(cfg.mix.source)}] if cfg.mix.enabled else []
+    work = work_folder(out_dir, cfg, hashed + mix_input, [format, column_map, str(tokenizer)])
+    engine = EngineConfig.from_curate(cfg)
+    split = Split(cfg.split, cfg.strict)
+    views = Views(Dedup(cfg.dedup, cfg.strict) if cfg.dedup.enabled else None,
+                  *(split.views() if cfg.split.enabled else (None, None)))
+    streams = [_stream("", inputs, build_stages(cfg, tokenizer), views, work, engine, cfg, format, column_map)]
+    if cfg.mix.enabled:
+        streams.append(_stream("mix/", [Path(cfg.mix.source)], build_stages(cfg, tokenizer, mix=True), views, work,
+                               engine, cfg, cfg.mix.format, cfg.mix.column_map or None))
+    quality = Quality(cfg.quality, cfg.strict) if cfg.quality.enabled else None
+    decisions = decide(cfg, streams[0][0], streams[1][0] if cfg.mix.enabled else None, quality)
+    result = _write(out_dir, cfg, hashed, streams, decisions, progress, t_start)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _stream(prefix: str, paths: list[Path], stages: list, views: Views, work: Path, engine: EngineConfig,
+            cfg: CurateConfig, format: str, column_map: dict | None) -> tuple[Stream, list]:
+    """Run one stream's shard tasks; returns the stream and its stage list."""
+    total = sum(Path(p).stat().st_size for p in paths)  # at least two shards per worker, when the input allows
+    shards = plan_shards(paths, min(cfg.executor.shard_mb * 2**20, max(MIN_SHARD, total // (2 * cfg.workers))))
+    folder = work / (prefix.strip("/") or "main")
+    folder.mkdir(parents=True, exist_ok=True)
+    task = ShardTask(shards, [s if not isinstance(s, str) else None for s in stages],
+                     [s if isinstance(s, str) else None for s in stages], views, folder, format, column_map,
+                     cfg.strict, cfg.pii if cfg.pii.enabled else None, "quality" in stages, cfg.split.by, prefix)
+    run_tasks(task, len(shards), engine, work, prefix.strip("/") or "main")
+    positions = {s: k for k, s in enumerate(stages) if isinstance(s, str)}
+    return Stream(prefix, [task.stem(i) for i in range(len(shards))], positions), stages
+
+
+class _Tally:
+    """Per stage label: records in and out, drop reasons, extra counters, in stage order."""
+
+    def __init__(self):
+        self.n_in: Counter = Counter()
+        self.n_out: Counter = Counter()
+        self.dropped: dict[str, Counter] = defaultdict(Counter)
+        self.stats: dict[str, Counter] = defaultdict(Counter)
+
+    def row(self, labels: list[str], stop: int, row: dict, reason: str | None) -> None:
+        """Count a row that went through `labels[:stop + 1]` (dropped at `stop` with `reason`, if any)."""
+        extras = row.get("extras", {})
+        for k, label in enumerate(labels[:stop + 1]):
+            self.n_in[label] += 1
+            if k < stop or reason is None:
+                self.n_out[label] += 1
+            extra = extras.get(label.split("/")[-1])
+            if extra:
+                self.stats[label].update(extra)
+        if reason is not None:
+            self.dropped[labels[stop]][reason] += 1
+            if labels[stop].split("/")[-1] == "read":
+                self.stats[labels[stop]][f"error_{row['drop']['details']['error']}"] += 1
+
+
+def _fate(stream: Stream, stages: list, k: int, row: dict, decisions: Decisions) -> tuple[int, dict | None]:
+    """(position in the stream's labels where row `k` stops, its rejected.jsonl line or None when it passed
+    every stage of its stream)."""
+    at = row.get("at", NOT_DROPPED)
+    if at == READ:
+        return 0, row["drop"]
+    dropped = decisions.drops[stream.prefix].get(k)
+    if dropped is not None and dropped[0] != "mix":
+        stage, reason, details = dropped
+        name = stage.split("/")[-1]
+        if details.get("parts", 0) is None:  # quality: the score's parts were kept with the row
+            details = {**details, "parts": row["parts"]}
+        return stages.index(name) + 1, _line(row, stage, reason, details, row["states"][row["reached"][name]])
+    if at != NOT_DROPPED:
+        return at + 1, row["drop"]
+    return len(stages) + 1, None
+
+
+def _line(row: dict, stage: str, reason: str, details: dict, record: dict) -> dict:
+    """A rejected.jsonl line."""
+    return {"stage": stage, "reason": reason, "details": details,
+            "source": {"path": row["src"][0], "line": row["src"][1]}, "record": record}
+
+
+def _write(out_dir: Path, cfg: CurateConfig, inputs: list[dict], streams: list, decisions: Decisions,
+           progress, t_start: float) -> CurateResult:
+    """Stream every row into its split file or rejected.jsonl (grouped by stage, each in input order), then the
+    report; the folder is swapped in whole."""
+    split_names = list(cfg.split.ratios()) if cfg.split.enabled else ["train"]
+    report: dict[str, Any] = {}
+
+    def write(tmp: Path) -> dict[str, str]:
+        tally, seconds, order = _Tally(), Counter(), []
+        outs = {name: _Out(tmp / f"{name}.jsonl") for name in split_names}
+        rejected: dict[str, _Out] = {}
+        total = sum(len(a) for stream, _ in streams for a in stream.arrays("at"))
+        tick = progress("write", total) if progress else None
+        for stream, stages in streams:
+            labels = [stream.prefix + "read"] + [stream.prefix + _label(s) for s in stages]
+            order.extend(labels)
+            for part in stream.arrays("seconds"):
+                seconds.update({stream.prefix + k: v for k, v in json.loads(str(part)).items()})
+            for k, row in enumerate(r for stem in stream.stems for r in task_rows(stem.with_suffix(".rows.jsonl"))):
+                stop, line = _fate(stream, stages, k, row, decisions)
+                tally.row(labels, min(stop, len(labels) - 1), row, line["reason"] if line else None)
+                if line is None and k in decisions.drops[stream.prefix]:  # the mix stage did not sample it
+                    line = _line(row, *decisions.drops[stream.prefix][k], row["states"][row["final"]])
+                    tally.dropped["mix"][line["reason"]] += 1
+                if line is not None:
+                    part = rejected.get(line["stage"]) or rejected.setdefault(
+                        line["stage"], _Out(tmp / f".rejected.{len(rejected)}.part"))
+                    part.add(line)
+                else:
+                    record = row["states"][row["final"]]
+                    name = decisions.splits[stream.prefix][k] if cfg.split.enabled else "train"
+                    outs[name].add(_mixed(record, cfg) if stream.prefix else record)
+                if tick:
+                    tick(1)
+        order += (["mix"] if cfg.mix.enabled else []) + (["split"] if cfg.split.enabled else [])
+        hashes = {f"{name}.jsonl": out.close() for name, out in outs.items()}
+        hashes[curated.REJECTED] = _concat(tmp / curated.REJECTED, [rejected[s] for s in order if s in rejected])
+        report.update(_report(cfg, inputs, tally, order, seconds, decisions, {n: o.n for n, o in outs.items()},
+                              t_start))
+        return hashes
+
+    hashes = curated.write_folder(out_dir, write, report)
+    files = {name: out_dir / name for name in [*hashes, curated.REPORT]}
+    return CurateResult(out_dir=out_dir, counts=report["counts"], files=files, hashes=hashes, report=report)
+
+
+def _report(cfg: CurateConfig, inputs: list[dict], tally: _Tally, order: list[str], seconds: Counter,
+            decisions: Decisions, sizes: dict[str, int], t_start: float) -> dict[str, Any]:
+    """The report, once every row is written."""
+    stages = []
+    for label in order:
+        name, main = label.split("/")[-1], "/" not in label
+        if label == "mix":
+            n_in, n_out = decisions.mixed["in"], decisions.mixed["out"]
+        elif label == "split":
+            n_in = n_out = sum(sizes.values())
         else:
-            splits = {"train": convs}
-    return _write(out_dir, cfg, inputs, splits, drops, stages_report, time.perf_counter() - t_start)
+            n_in, n_out = tally.n_in[label], tally.n_out[label]
+        if name in ("dedup", "quality", "mix", "split"):
+            stats = dict(decisions.stats.get(name, {})) if main else {}
+            secs = decisions.seconds.get(name, 0.0) if main else 0.0
+        else:
+            stats, secs = dict(tally.stats.get(label, {})), seconds.get(label, 0.0)
+        stages.append({"stage": label, "in": n_in, "out": n_out, "dropped": dict(tally.dropped.get(label, {})),
+                       "seconds": round(float(secs), 3), "stats": stats})
+    rejected = sum(sum(c.values()) for c in tally.dropped.values())
+    by_reason = Counter({f"{label}/{reason}": n for label, c in tally.dropped.items() for reason, n in c.items()})
+    return {"counts": {"in": sum(s["in"] for s in stages if s["stage"] in ("read", "mix/read")),
+                       "kept": sum(sizes.values()), "rejected": rejected, **sizes},
+            "rejected_by_reason": dict(sorted(by_reason.items())), "stages": stages,
+            "seconds_total": round(time.perf_counter() - t_start, 3), "inputs": inputs,
+            "hash_definition": curated.HASH_DEFINITION + ". report.json itself is not hashed (it holds timings).",
+            "config": cfg.model_dump(mode="json")}
 
 
-def _write(out_dir: Path, cfg: CurateConfig, inputs: list, splits: dict[str, list[Conversation]],
-           drops: list[Drop], stages_report: list[dict], seconds: float) -> CurateResult:
-    """Write the splits, rejects and report into a folder beside `out_dir`, the manifest last, then swap it in."""
-    hashes: dict[str, str] = {}
-    outputs = {f"{name}.jsonl": [c.to_record() for c in convs] for name, convs in splits.items()}
-    outputs[curated.REJECTED] = _rejected_records(drops, cfg)
-    n_in = sum(s["in"] for s in stages_report if s["stage"] in ("read", "mix/read"))
-    counts = {"in": n_in, "kept": sum(len(v) for v in splits.values()), "rejected": len(drops),
-              **{name: len(v) for name, v in splits.items()}}
-    report = {
-        "counts": counts,
-        "rejected_by_reason": dict(sorted(Counter(f"{d.stage}/{d.reason}" for d in drops).items())),
-        "stages": stages_report,
-        "seconds_total": round(seconds, 3),
-        "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
-        "hashes": hashes,
-        "hash_definition": curated.HASH_DEFINITION + ". report.json itself is not hashed (it holds timings).",
-        "config": cfg.model_dump(mode="json"),
-    }
-    curated.write_folder(out_dir, outputs, report)
-    files = {name: out_dir / name for name in [*outputs, curated.REPORT]}
-    return CurateResult(out_dir=out_dir, counts=counts, files=files, hashes=hashes, report=report)
+def _mixed(record: dict, cfg: CurateConfig) -> dict:
+    """A picked general record, tagged with the mix label (and its stratum field, if missing)."""
+    meta = {k: v for k, v in record.items() if k != "messages"}
+    meta["mix"] = cfg.mix.label
+    if cfg.split.by and cfg.split.by not in meta:
+        meta[cfg.split.by] = cfg.mix.label
+    return {**meta, "messages": record["messages"]}
+
+
+class _Out:
+    """A JSON Lines file written one record at a time, with its content hash."""
+
+    def __init__(self, path: Path):
+        self.path, self.n = path, 0
+        self.f = open(path, "wb")  # noqa: SIM115 (closed by close(), once every record is in)
+        self.h = hashlib.sha256()
+
+    def add(self, record: dict) -> None:
+        self.f.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.h.update(curated.canonical_line(record))
+        self.n += 1
+
+    def close(self) -> str:
+        self.f.close()
+        return self.h.hexdigest()
+
+
+def _concat(path: Path, parts: list[_Out]) -> str:
+    """Join the parts into `path` in order; returns the content hash of the whole."""
+    h = hashlib.sha256()
+    with open(path, "wb") as out:
+        for part in parts:
+            part.close()
+            with open(part.path, "rb") as f:
+                for line in f:
+                    out.write(line)
+                    h.update(curated.canonical_line(json.loads(line)))
+            part.path.unlink()
+    return h.hexdigest()

@@ -112,9 +112,9 @@ class Quality:
             self._judge = (endpoint_judge if self.cfg.judge.kind == "endpoint" else local_judge)(self.cfg.judge)
         return self._judge
 
-    def _judged(self, convs: list[Conversation], scores: list[float]) -> dict[int, float]:
+    def _judged(self, convs, scores: list[float]) -> dict[int, float]:
         cfg = self.cfg.judge
-        picked = sorted(random.Random(cfg.seed).sample(range(len(convs)), min(cfg.sample, len(convs))))
+        picked = sorted(random.Random(cfg.seed).sample(range(len(scores)), min(cfg.sample, len(scores))))
         ratings: dict[int, float] = {}
         failed = 0
         for i in picked:
@@ -134,28 +134,32 @@ class Quality:
         return ratings
 
     def apply(self, convs: list[Conversation], pool=None, progress=None) -> tuple[list[Conversation], list[Drop]]:
-        scores = [heuristic_score(c) for c in convs]
-        judged = self._judged(convs, scores) if self.cfg.judge.enabled and convs else {}
-        w = self.cfg.judge.weight
-        final = [round((1 - w) * s + w * judged[i], 4) if i in judged else s for i, s in enumerate(scores)]
-        drops: dict[int, Drop] = {}
-        for i, s in enumerate(final):
-            if s < self.cfg.min_score:
-                drops[i] = Drop(convs[i], self.name, "low_quality", {
-                    "score": s, "min_score": self.cfg.min_score, "parts": heuristic_parts(convs[i]),
-                    **({"judge": judged[i]} if i in judged else {})})
-        if self.cfg.keep_top < 1.0:
-            keep_n = math.ceil(self.cfg.keep_top * len(convs))
-            ranked = sorted((i for i in range(len(convs)) if i not in drops), key=lambda i: (-final[i], i))
-            cutoff = final[ranked[keep_n - 1]] if 0 < keep_n <= len(ranked) else None
-            for i in ranked[keep_n:]:
-                drops[i] = Drop(convs[i], self.name, "below_top_share", {
-                    "score": final[i], "cutoff": cutoff, "keep_top": self.cfg.keep_top})
-        if final:
-            self.stats["mean_score"] = round(sum(final) / len(final), 4)
+        found = self.decide([heuristic_score(c) for c in convs], convs, lambda k: heuristic_parts(convs[k]))
         if progress:
             progress(len(convs))
-        return [c for i, c in enumerate(convs) if i not in drops], [drops[i] for i in sorted(drops)]
+        return ([c for i, c in enumerate(convs) if i not in found],
+                [Drop(convs[i], self.name, *found[i]) for i in sorted(found)])
+
+    def decide(self, scores: list[float], convs, parts) -> dict[int, tuple[str, dict]]:
+        """Row -> (reason, details) for the rows to drop, given each row's heuristic score; `convs` (a sequence)
+        is read only for the judged sample, `parts(row)` gives a dropped row's score parts."""
+        judged = self._judged(convs, scores) if self.cfg.judge.enabled and scores else {}
+        w = self.cfg.judge.weight
+        final = [round((1 - w) * s + w * judged[i], 4) if i in judged else s for i, s in enumerate(scores)]
+        drops: dict[int, tuple[str, dict]] = {}
+        for i, s in enumerate(final):
+            if s < self.cfg.min_score:
+                drops[i] = ("low_quality", {"score": s, "min_score": self.cfg.min_score, "parts": parts(i),
+                                            **({"judge": judged[i]} if i in judged else {})})
+        if self.cfg.keep_top < 1.0:
+            keep_n = math.ceil(self.cfg.keep_top * len(scores))
+            ranked = sorted((i for i in range(len(scores)) if i not in drops), key=lambda i: (-final[i], i))
+            cutoff = final[ranked[keep_n - 1]] if 0 < keep_n <= len(ranked) else None
+            for i in ranked[keep_n:]:
+                drops[i] = ("below_top_share", {"score": final[i], "cutoff": cutoff, "keep_top": self.cfg.keep_top})
+        if final:
+            self.stats["mean_score"] = round(sum(final) / len(final), 4)
+        return drops
 
 
 def _pearson(xs: list[float], ys: list[float]) -> float | None:
