@@ -39,8 +39,12 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(tmp_path, 
         run_curate([RAW], config(split={"eval_ratio": 0.5}), out)
     monkeypatch.setattr(curated, "write_json", real)
     assert snapshot(out) == before
-    assert [p.name for p in tmp_path.iterdir()] == ["curated"]  # no staging folder left behind
+    # no staging folder left behind; the finished shard tasks stay in the work folder, for the rerun
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".curated.work-")) == ["curated"]
     require_curated(out / "train.jsonl")
+    again = run_curate([RAW], config(split={"eval_ratio": 0.5}), out)
+    assert again.counts["eval"] > first.counts["eval"]
+    assert [p.name for p in tmp_path.iterdir()] == ["curated"]  # a finished run removes its work folder
 
 
 def test_readers_refuse_a_curated_folder_without_a_valid_manifest(tmp_path):

@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,21 @@ class ShardTask:
     prefix: str = ""
 
     def __call__(self, i: int) -> None:
-        feats, seconds = _Features(self.views, self.quality, self.stratum), Counter()
+        feats, seconds, at = _Features(self.views, self.quality, self.stratum), Counter(), []
         shard, stem = self.shards[i], self.stem(i)
-        rows, t0 = [], time.perf_counter()
-        for obj, out in read_rows(shard.path, shard_rows(shard), format=self.format, column_map=self.column_map):
-            seconds["read"] += time.perf_counter() - t0
-            rows.append(self._row(obj, out, feats, seconds))
+        rows_path = stem.with_suffix(".rows.jsonl")
+        with _atomic(rows_path) as f:  # rows go to disk as they come; only the compact features stay in memory
             t0 = time.perf_counter()
-        arrays = {**feats.arrays(), "at": np.array([r.get("at", NOT_DROPPED) for r in rows], dtype=np.int16),
-                  "seconds": np.array(json.dumps(dict(seconds)))}
-        _write_atomic(stem.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
-        _write_atomic(stem.with_suffix(".rows.jsonl"), lambda f: f.write("".join(
-            json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")))
+            for obj, out in read_rows(shard.path, shard_rows(shard), format=self.format,
+                                      column_map=self.column_map):
+                seconds["read"] += time.perf_counter() - t0
+                row = self._row(obj, out, feats, seconds)
+                at.append(row.get("at", NOT_DROPPED))
+                f.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+                t0 = time.perf_counter()
+        arrays = {**feats.arrays(), "at": np.array(at, dtype=np.int16), "seconds": np.array(json.dumps(seconds))}
+        with _atomic(stem.with_suffix(".npz")) as f:  # written last: the task's outputs are complete
+            np.savez(f, **arrays)
 
     def stem(self, i: int) -> Path:
         """Where task `i` writes (`<stem>.rows.jsonl` and `<stem>.npz`)."""
@@ -196,10 +200,12 @@ def sketch_arrays(sk: Sketch) -> dict[str, np.ndarray]:
     return {"sig": sk.sig, "keys": sk.keys, "flat": sk.flat, "offsets": sk.offsets}
 
 
-def _write_atomic(path: Path, write) -> None:
+@contextmanager
+def _atomic(path: Path) -> Iterator:
+    """A binary file written beside `path` and renamed into place once complete."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        write(f)
+        yield f
     os.replace(tmp, path)
 
 

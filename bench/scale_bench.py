@@ -1,0 +1,186 @@
+"""Curate (and render) at the size users bring: time, throughput and memory at 10k, 100k and 1M records, with the
+growth exponent between sizes and the floors measured in the same run (prints ratios; asserts nothing).
+
+Data: Harbor Support exports from the project's own generator (`build_export`, ~1.1 KB per record, with its
+duplicates, PII and noise), 50,000 records per seed, ids prefixed by the seed; kept in --data-dir for reruns.
+Each side runs as its own process (`sftpipe curate` / `sftpipe render`), measured as a whole process tree: wall
+seconds, records/s and the peak of the summed RSS of every process in the tree (sampled every 0.1 s).
+
+Floors, per size, on the same records:
+- json: `json.loads` of every line in one process (records/s), times the cores (a perfectly parallel parse);
+- tokenizer: the fast tokenizer alone on the rendered texts, batched (texts/s), as render's floor.
+
+    .venv/bin/python bench/scale_bench.py [--sizes 10000,100000] [--ray] [--only curate,render]
+                                          [--data-dir bench/.scale-data] [--out bench/results/scale_bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SFTPIPE = str(Path(sys.executable).with_name("sftpipe"))
+
+
+def export(n: int, folder: Path) -> Path:
+    """`n` generated Harbor threads as one JSONL file (cached)."""
+    from sftpipe.demo.generate import build_export
+
+    path = folder / f"export-{n}.jsonl"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        done, seed = 0, 0
+        while done < n:
+            k = min(50_000, n - done)
+            for rec in build_export(random.Random(seed), k):
+                rec["id"] = f"s{seed}-{rec['id']}"
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            done, seed = done + k, seed + 1
+    os.replace(tmp, path)
+    return path
+
+
+def _tree_rss(root: int) -> int:
+    """Summed RSS (bytes) of `root` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+                total += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    return total
+
+
+def measure(cmd: list[str], cwd: Path) -> dict:
+    """Run `cmd`; wall seconds, peak tree RSS (GiB) and the exit code."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak, done = 0, threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        while not done.wait(0.1):
+            peak = max(peak, _tree_rss(proc.pid))
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    done.set()
+    watcher.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        print(out[-3000:], file=sys.stderr)
+    return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak / 2**30, 3), "rc": proc.returncode}
+
+
+def json_floor(path: Path) -> float:
+    """Records/s of json.loads alone, one process."""
+    t0 = time.perf_counter()
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            json.loads(line)
+            n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def curate(path: Path, n: int, work: Path, executor: str) -> dict:
+    """`sftpipe curate` with the default stages on every core."""
+    cfg = work / f"curate-{executor}.yaml"
+    out = work / f"curated-{executor}"
+    cfg.write_text(json.dumps({"curate": {"inputs": [str(path)], "out_dir": str(out), "workers": os.cpu_count(),
+                                          "progress": False, "executor": {"kind": executor}}}), encoding="utf-8")
+    res = measure([SFTPIPE, "curate", "-c", str(cfg)], work)
+    res["records_per_s"] = round(n / res["seconds"], 1)
+    report = out / "report.json"
+    if report.is_file():
+        rep = json.loads(report.read_text())
+        res["counts"] = rep["counts"]
+        res["stage_seconds"] = {s["stage"]: s["seconds"] for s in rep["stages"]}
+        res["manifest_sha256"] = _sha(out / "sftpipe_curate.json")
+    return res
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    data = json.loads(path.read_text())
+    return hashlib.sha256(json.dumps(data.get("content_hashes"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def exponent(a: dict, b: dict, key: str = "seconds") -> float | None:
+    """Growth exponent of `key` between two sizes: log(y2 / y1) / log(n2 / n1)."""
+    if not a.get(key) or not b.get(key):
+        return None
+    return round(math.log(b[key] / a[key]) / math.log(b["n"] / a["n"]), 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--ray", action="store_true", help="also run curate on a local Ray instance")
+    ap.add_argument("--only", default="curate,render")
+    ap.add_argument("--data-dir", type=Path, default=ROOT / "bench" / ".scale-data")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale_bench.json")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    only = set(args.only.split(","))
+    cores = os.cpu_count() or 1
+    results: dict = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": cores,
+                          "python": platform.python_version()}
+    for executor in ["local"] + (["ray"] if args.ray else []):
+        rows = []
+        for n in sizes if "curate" in only else []:
+            path = export(n, args.data_dir)
+            floor = json_floor(path)
+            with tempfile.TemporaryDirectory(dir=args.data_dir) as work:
+                res = {"n": n, **curate(path, n, Path(work), executor),
+                       "json_floor_per_s_one_core": round(floor, 1), "json_floor_per_s_all_cores": round(floor * cores)}
+            res["of_json_floor"] = round(res["records_per_s"] / res["json_floor_per_s_all_cores"], 4)
+            rows.append(res)
+            print(f"curate[{executor}] {n:>9,}: {res['seconds']:8.1f} s  {res['records_per_s']:9.1f} rec/s  "
+                  f"peak {res['peak_rss_gib']:.2f} GiB  ({res['of_json_floor']:.3f}x the json floor)", flush=True)
+        for a, b in zip(rows, rows[1:]):
+            b["exponent_seconds_from_prev"] = exponent(a, b)
+            b["exponent_rss_from_prev"] = exponent(a, b, "peak_rss_gib")
+            print(f"curate[{executor}] {a['n']:,} -> {b['n']:,}: time exponent {b['exponent_seconds_from_prev']}, "
+                  f"memory exponent {b['exponent_rss_from_prev']}")
+        if rows:
+            results[f"curate_{executor}"] = rows
+    if "render" in only:
+        from render_scale import render_rows  # the render side, measured the same way
+
+        results["render"] = render_rows(sizes, args.data_dir, export, measure, exponent)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
