@@ -20,14 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config.curate import CurateConfig
-from ..errors import RecordError, SftpipeError
+from ..errors import RecordError, TaskError
 from ..readers import SUFFIXES, jsonl_rows, parquet_rows
 
 BLOCK = 8 * 2**20  # bytes read at a time while planning shards
-
-
-class TaskError(SftpipeError):
-    """Tasks of a phase did not finish; rerunning skips the finished ones."""
 
 
 @dataclass(frozen=True)

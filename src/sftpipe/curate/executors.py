@@ -17,7 +17,7 @@ from datatrove.executor.ray import RayPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
-from .engine import TaskError
+from ..errors import TaskError
 
 RAY_OBJECT_STORE = 128 * 2**20  # a local Ray instance only carries the task function through its object store
 RAY_MEM_PER_CPU_GB = 0.5  # what a task reserves on a Ray node (a scheduling hint: a task holds one shard)
