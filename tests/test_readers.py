@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from sftpipe.conversation import Conversation, Message, Source
 from sftpipe.errors import RecordError
 from sftpipe.io import write_jsonl
-from sftpipe.readers import iter_records, parse_record, read_conversations
+from sftpipe.readers import (file_lines, iter_records, jsonl_rows, parquet_rows, parse_record, raw_rows,
+                             read_conversations, read_rows)
 
 DATA = Path(__file__).parent / "assets" / "data"
 MIXED = DATA / "mixed_bad.jsonl"
@@ -297,6 +298,28 @@ def test_parquet_rows_with_nested_columns_and_nulls(tmp_path):
     assert p3.meta == {"id": "p3", "messages": None}  # the unused column travels along, even when null
     (reject,) = res.rejects
     assert (reject["reason"], reject["line"]) == ("unknown_role", 2) and reject["record"]["id"] == "p2"
+
+
+def test_part_of_a_file_reads_as_in_the_whole_file(tmp_path):
+    """read_rows over some of a file's lines or row groups (a shard) gives those rows as a whole-file read does."""
+    lines = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(9)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\ufeff" + "\n".join(lines[:4] + ["", "{bad"] + lines[4:]) + "\n", encoding="utf-8")
+    whole = [(obj, str(out)) for obj, out in read_rows(path, raw_rows(path), format="alpaca")]
+    part = [(obj, str(out)) for obj, out in read_rows(path, jsonl_rows(list(file_lines(path))[5:8]), format="alpaca")]
+    assert part == whole[4:7] and "d.jsonl:6: invalid JSON" in part[0][1] and whole[0][0] == json.loads(lines[0])
+    pq.write_table(pa.Table.from_pylist([json.loads(x) for x in lines]), tmp_path / "d.parquet", row_group_size=2)
+    rows = list(parquet_rows(tmp_path / "d.parquet", range(2, 4)))
+    assert [n for n, _, _ in rows] == [5, 6, 7, 8] and rows[0][1] == json.loads(lines[4])
+    with pytest.raises(ValueError, match="unknown format 'x'"):
+        read_rows(path, [], format="x")
+
+
+def test_a_record_error_survives_pickling():
+    import pickle
+    e = RecordError("parse", "bad", path="a.jsonl", line=3, index=1, field="role", fix="fix it")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is RecordError and back.to_dict() == e.to_dict() and str(back) == str(e)
 
 
 def test_unreadable_parquet_is_a_value_error_naming_the_file(tmp_path):

@@ -25,6 +25,10 @@ class TemplateError(SftpipeError):
     """A chat template cannot be loaded, or renders in a way sftpipe cannot mask safely."""
 
 
+class TaskError(SftpipeError):
+    """Parallel tasks (curate's engine) did not finish, or one failed with an error that cannot be sent back."""
+
+
 class RecordError(SftpipeError):
     """One input record is invalid. Carries where it came from and a stable `reason` code.
 

@@ -21,9 +21,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sftpipe.config.curate import CurateConfig
-from sftpipe.curate.engine import (EngineConfig, Shard, TaskError, iter_shard_lines, plan_shards, run_tasks,
-                                   shard_rows)
-from sftpipe.errors import RecordError
+from sftpipe.curate.engine import EngineConfig, Shard, iter_shard_lines, plan_shards, run_tasks, shard_rows
+from sftpipe.errors import RecordError, TaskError
 from sftpipe.readers import file_lines, raw_rows, read_rows
 
 HERE = Path(__file__).parent

@@ -20,14 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config.curate import CurateConfig
-from ..errors import RecordError, SftpipeError
+from ..errors import RecordError, TaskError
 from ..readers import SUFFIXES, jsonl_rows, parquet_rows
 
 BLOCK = 8 * 2**20  # bytes read at a time while planning shards
-
-
-class TaskError(SftpipeError):
-    """Tasks of a phase did not finish; rerunning skips the finished ones."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +111,8 @@ def shard_rows(shard: Shard) -> Iterator[tuple[int, Any, RecordError | None]]:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Where tasks run: `local` processes (`workers`, default all cores) or Ray (`address`; none = a local
-    instance, with `workers` CPUs)."""
+    """Where tasks run: `local` processes (`workers`, default `cores()`) or Ray (`address`; none = a local
+    instance with `workers` CPUs; `workers` tasks at a time, default the cluster's CPUs)."""
 
     kind: Literal["local", "ray"] = "local"
     workers: int | None = None
@@ -126,6 +122,11 @@ class EngineConfig:
     def from_curate(cls, cfg: CurateConfig) -> EngineConfig:
         """The engine settings of a `curate:` section (`executor` and `workers`)."""
         return cls(cfg.executor.kind, cfg.workers, cfg.executor.address)
+
+
+def cores() -> int:
+    """The CPUs this process may use (its affinity mask: a Slurm or container limit, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_dir: Path, name: str) -> None:
@@ -148,14 +149,15 @@ def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_d
     executors.route_logs(log_dir)
     try:
         if cfg.kind == "local":
-            executor = executors.local(fn, n_tasks, cfg.workers or os.cpu_count() or 1, log_dir)
+            executor = executors.local(fn, n_tasks, cfg.workers or cores(), log_dir)
         else:
             executor = executors.ray(fn, n_tasks, cfg.workers, cfg.address, log_dir)
-        executor.run()
-    except TaskError:
-        pass  # the task's own exception is raised below
+        try:
+            executor.run()
+        except TaskError:
+            pass  # the task's own exception is raised below
     finally:
-        logger.remove()
+        logger.remove()  # datatrove logs nowhere outside run_tasks
     left = executor.get_incomplete_ranks(skip_completed=True)
     for rank in left:
         if (saved := executors.error_path(log_dir, rank)).is_file():

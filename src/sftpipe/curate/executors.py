@@ -17,7 +17,7 @@ from datatrove.executor.ray import RayPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
-from .engine import TaskError
+from ..errors import TaskError
 
 RAY_OBJECT_STORE = 128 * 2**20  # a local Ray instance only carries the task function through its object store
 RAY_MEM_PER_CPU_GB = 0.5  # what a task reserves on a Ray node (a scheduling hint: a task holds one shard)
@@ -95,8 +95,11 @@ def local(fn: Callable[[int], None], n_tasks: int, workers: int, log_dir: Path) 
 def ray(fn: Callable[[int], None], n_tasks: int, workers: int | None, address: str | None, log_dir: Path) -> Ray:
     """Tasks on the Ray cluster at `address` (`workers` at a time, default its CPUs), or on a local instance with
     `workers` CPUs that is started once and stays up until the process exits."""
-    import ray as ray_
-
+    try:
+        import ray as ray_
+    except ImportError as e:
+        raise ImportError("curate.executor.kind 'ray' needs Ray, which is not installed; fix: pip install "
+                          "'sftpipe[ray]' (ray==2.60.0), or set curate.executor.kind: local") from e
     if not ray_.is_initialized():
         alone = address is None
         ray_.init(address=address, num_cpus=workers if alone else None, include_dashboard=False,
