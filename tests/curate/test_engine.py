@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -173,16 +172,19 @@ def test_a_failure_in_a_worker_process_comes_back_as_the_same_error(tmp_path):
         run_tasks(task, len(task.shards), EngineConfig("local", workers=2), tmp_path / "work", "copy")
 
 
-def test_an_error_that_does_not_pickle_comes_back_as_a_task_error(tmp_path):
-    from sftpipe.curate.executors import save_error
+def test_errors_come_back_from_json_as_they_were_or_as_a_task_error(tmp_path):
+    from sftpipe.curate.executors import load_error, save_error
 
     class Odd(Exception):
         def __init__(self, a, b):
             super().__init__(f"{a}/{b}")
 
-    save_error(Odd(1, 2), tmp_path / "e.pkl")
-    back = pickle.loads((tmp_path / "e.pkl").read_bytes())
-    assert isinstance(back, TaskError) and str(back) == "Odd: 1/2"
+    err = RecordError("parse", "invalid JSON", path="a.jsonl", line=3, fix="repair the line")
+    for e in (Odd(1, 2), ValueError("bad value"), err):
+        save_error(e, tmp_path / "e.json")
+        json.loads((tmp_path / "e.json").read_text())  # plain JSON, never a pickle
+        back = load_error(tmp_path / "e.json")
+        assert (type(back), str(back)) == ((TaskError, "Odd: 1/2") if isinstance(e, Odd) else (type(e), str(e)))
 
 
 KILLED = """

@@ -240,7 +240,7 @@ class CurateConfig(Section):
     mix: MixConfig = Field(default_factory=MixConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     strict: bool = False  # true: the first bad record stops the run
-    workers: int = Field(2, ge=1)  # processes on this machine (executor local) or concurrent tasks (ray)
+    workers: int | None = Field(None, ge=1)  # processes here (executor local; default: every core) or tasks (ray)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     progress: bool = True  # rich progress bars (only shown on a terminal)
 

@@ -1,8 +1,8 @@
 """What every curate stage shares: the `Drop` record, the per-record stage base, text keys and the content hash.
 
 A stage is an object with `name`, `stats` (extra counters for the report) and
-`apply(convs, pool=None) -> (kept, dropped)`; records in = kept + dropped. Per-record stages subclass
-`RecordStage` and only write `process`; they are pure per record, so they can run on any shard in any worker.
+`apply(convs) -> (kept, dropped)`; records in = kept + dropped. Per-record stages subclass `RecordStage` and only
+write `process`; they are pure per record, so they run on any shard in any worker (sftpipe.curate.shard).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..conversation import Conversation, Source
-
-CHUNK = 256  # records per worker task
 
 
 @dataclass
@@ -64,35 +62,18 @@ class RecordStage:
             return Drop(conv, self.name, "error", {"error": f"{type(e).__name__}: {e}"}), None
 
     def apply(self, convs: Sequence[Conversation], pool=None, progress=None) -> tuple[list, list[Drop]]:
-        """Run `process` over `convs` (in a worker pool if given), in input order."""
+        """Run `process` over `convs` in this process, in input order (curate's pipeline runs `safe_process`
+        inside its shard tasks instead; this is for one list in memory)."""
         kept: list[Conversation] = []
         dropped: list[Drop] = []
-        for out, extra in map_records(self, convs, pool, progress):
+        for conv in convs:
+            out, extra = self.safe_process(conv)
             if extra:
                 self.stats.update(extra)
             (dropped if isinstance(out, Drop) else kept).append(out)
-        return kept, dropped
-
-
-def _run_chunk(stage: RecordStage, chunk: list[Conversation]) -> list[Outcome]:
-    return [stage.safe_process(c) for c in chunk]
-
-
-def map_records(stage: RecordStage, convs: Sequence[Conversation], pool=None, progress=None) -> list[Outcome]:
-    """`stage.safe_process` over `convs`, in order; chunks go to `pool` (a ProcessPoolExecutor) when given."""
-    chunks = [list(convs[i:i + CHUNK]) for i in range(0, len(convs), CHUNK)]
-    results: list[Outcome] = []
-    if pool is None or len(chunks) < 2:
-        for chunk in chunks:
-            results.extend(_run_chunk(stage, chunk))
-            if progress:
-                progress(len(chunk))
-        return results
-    for chunk, outs in zip(chunks, pool.map(_run_chunk, [stage] * len(chunks), chunks)):
-        results.extend(outs)
         if progress:
-            progress(len(chunk))
-    return results
+            progress(len(convs))
+        return kept, dropped
 
 
 _WS = re.compile(r"\s+")

@@ -12,7 +12,6 @@ and overwrites the same files. A failed task's exception is raised again in the 
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -161,7 +160,7 @@ def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_d
     left = executor.get_incomplete_ranks(skip_completed=True)
     for rank in left:
         if (saved := executors.error_path(log_dir, rank)).is_file():
-            error = pickle.loads(saved.read_bytes())
+            error = executors.load_error(saved)
             error.add_note(f"task {rank} of {name!r}; its log: {log_dir / 'logs' / f'task_{rank:05d}.log'}")
             raise error
     if left:

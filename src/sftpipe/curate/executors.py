@@ -1,14 +1,15 @@
 """datatrove's executors, as curate's engine uses them (imported only when tasks run: datatrove takes ~1 s to load).
 
 A task function becomes a one-step datatrove pipeline; its executor prints nothing on the console (the task logs
-and `executor.log` keep it all), and a failed task's exception is pickled next to its log for the caller.
+and `executor.log` keep it all), and a failed task's exception is kept (as JSON) next to its log for the caller.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import json
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from datatrove.executor.ray import RayPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
-from ..errors import TaskError
+from ..errors import RecordError, TaskError
 
 RAY_OBJECT_STORE = 128 * 2**20  # a local Ray instance only carries the task function through its object store
 RAY_MEM_PER_CPU_GB = 0.5  # what a task reserves on a Ray node (a scheduling hint: a task holds one shard)
@@ -31,7 +32,7 @@ def route_logs(log_dir: str | Path) -> None:
 
 def error_path(log_dir: str | Path, rank: int) -> Path:
     """Where task `rank`'s exception is kept until the caller raises it."""
-    return Path(log_dir) / "errors" / f"{rank:05d}.pkl"
+    return Path(log_dir) / "errors" / f"{rank:05d}.json"
 
 
 class Task(PipelineStep):
@@ -53,16 +54,26 @@ class Task(PipelineStep):
 
 
 def save_error(e: Exception, path: Path) -> None:
-    """Pickle `e` for the caller (as a TaskError with its text when it does not survive pickling)."""
-    try:
-        data = pickle.dumps(e)
-        pickle.loads(data)
-    except Exception:
-        data = pickle.dumps(TaskError(f"{type(e).__name__}: {e}"))
+    """Keep `e` for the caller as JSON (never pickle: the work folder may sit on a shared filesystem)."""
+    record = {"type": type(e).__name__, "builtin": type(e).__module__ == "builtins", "message": str(e)}
+    if isinstance(e, RecordError):
+        record["fields"] = {k: getattr(e, k) for k in ("reason", "message", "path", "line", "index", "field", "fix")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
+    tmp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def load_error(path: Path) -> Exception:
+    """The exception `save_error` kept: a RecordError or a built-in exception as it was, anything else as a
+    TaskError with its type and text."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if "fields" in record:
+        return RecordError(**record["fields"])
+    kind = getattr(builtins, record["type"], None) if record["builtin"] else None
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind(record["message"])
+    return TaskError(f"{record['type']}: {record['message']}")
 
 
 class _Quiet:

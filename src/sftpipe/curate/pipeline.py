@@ -35,7 +35,7 @@ from ..io import sha256_file
 from .decide import Decisions, Stream, decide
 from .decontam import Decontaminate
 from .dedup import Dedup
-from .engine import EngineConfig, plan_shards, run_tasks
+from .engine import EngineConfig, cores, plan_shards, run_tasks
 from .filters import Filters
 from .normalize import Normalize
 from .pii import Pii
@@ -126,7 +126,8 @@ def _stream(prefix: str, paths: list[Path], stages: list, views: Views, work: Pa
             cfg: CurateConfig, format: str, column_map: dict | None) -> tuple[Stream, list]:
     """Run one stream's shard tasks; returns the stream and its stage list."""
     total = sum(Path(p).stat().st_size for p in paths)  # at least two shards per worker, when the input allows
-    shards = plan_shards(paths, min(cfg.executor.shard_mb * 2**20, max(MIN_SHARD, total // (2 * cfg.workers))))
+    workers = engine.workers or cores()
+    shards = plan_shards(paths, min(cfg.executor.shard_mb * 2**20, max(MIN_SHARD, total // (2 * workers))))
     folder = work / (prefix.strip("/") or "main")
     folder.mkdir(parents=True, exist_ok=True)
     task = ShardTask(shards, [s if not isinstance(s, str) else None for s in stages],
