@@ -81,6 +81,14 @@ def test_token_bounds_with_the_real_tokenizer(tok):
     assert Filters(cfg).check_length(long)[2]["counted_by"] == "chars/4"
 
 
+def test_token_counts_equal_the_tokenizers_own(tok):
+    from sftpipe.curate.filters import count_tokens
+
+    texts = ["Where is my order HB-100001?", "", "  ", "Ünïcode — 日本語 ✓", "<|im_end|> not special here\n\n"]
+    assert count_tokens(texts, tok) == sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts) > 10
+    assert count_tokens([], tok) == 0
+
+
 def test_toxicity_in_user_turns_only_when_configured():
     rude = conv("You people are useless, where is my parcel?")
     assert Filters(FiltersConfig()).apply([rude])[1] == []
