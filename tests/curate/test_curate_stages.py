@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -280,7 +281,8 @@ def test_near_groups_join_identical_texts_without_listing_their_pairs(monkeypatc
     texts = same + ["", "  ", "where is my order please", "refund for a broken lamp"]
     indexed = []
     groups = NearIndex.groups_sketch
-    monkeypatch.setattr(NearIndex, "groups_sketch", lambda self, sk: indexed.extend(range(len(sk))) or groups(self, sk))
+    monkeypatch.setattr(NearIndex, "groups_sketch",
+                        lambda self, sk, only: indexed.extend(np.flatnonzero(only)) or groups(self, sk, only))
     groups = near_groups(texts, 0.5, shingle=2)
     assert len(indexed) == 5  # one of the identical prompts (their ~700k pairs are never listed), and the rest
     assert set(groups[:1200]) == {0} and groups[1202] == 0  # the near one joins too

@@ -197,7 +197,9 @@ def _split(cfg: CurateConfig, main: Stream, mix: Stream | None, alive_main: np.n
             value = cfg.mix.label if mixed and cfg.split.by and not has else value
             strata.append(MISSING if value is None else value)
         for view in views:
-            views[view].append((stream.sketch(view).take(k), stream.concat(f"{view}_norm")[k].tolist()))
+            sketch = stream.sketch(view)
+            views[view].append((sketch if len(k) == len(sketch) else sketch.take(k),
+                                stream.concat(f"{view}_norm")[k].tolist()))
         finals.append((stream.prefix, rows))
     indexes = split.views()
     sketches = {v: Sketch.concat([sk for sk, _ in views[v]]) for v in views}

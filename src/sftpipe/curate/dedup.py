@@ -105,8 +105,9 @@ class Dedup:
                     drops[i] = ("exact_duplicate", {"duplicate_of": self.exact[h], "key": self.cfg.key})
                 self.exact.setdefault(h, ids[i])
         if self.near is not None and near is not None:
-            todo = np.array([i for i in range(len(ids)) if i not in drops], dtype=np.int64)
-            for i, hit in zip(todo.tolist(), self.near.add_sketch(near.take(todo), [ids[i] for i in todo])):
+            todo = np.ones(len(ids), dtype=bool)
+            todo[list(drops)] = False
+            for i, hit in enumerate(self.near.add_sketch(near, ids, only=todo)):
                 if hit is not None:
                     drops[i] = ("near_duplicate", {"duplicate_of": hit[0], "similarity": round(hit[1], 4),
                                                    "key": self.cfg.key, "threshold": self.near.threshold})

@@ -26,6 +26,7 @@ from .shingles import P, ngram_hashes_chunk, text_chunks
 
 MISS_PROBABILITY = 1e-4
 BUCKET_CAP = 64  # earlier texts one LSH bucket offers a new text (the first ones indexed)
+ROWS_AT_ONCE = 1 << 16
 _U32 = next(code for code in "IL" if array(code).itemsize == 4)  # array typecode of an unsigned 32-bit int
 
 
@@ -92,7 +93,7 @@ class Sketch:
 
     sig: np.ndarray  # (n, num_perm) uint32
     keys: np.ndarray  # (n, bands) uint64
-    flat: np.ndarray  # uint64
+    flat: np.ndarray  # uint32: the low 32 bits of each shingle hash
     offsets: np.ndarray  # (n + 1,) int64
 
     def __len__(self) -> int:
@@ -148,11 +149,11 @@ class NearIndex:
         self.min_matches = min_matches(threshold, num_perm)
         self.cap = cap
         self.labels: list[object] = []
-        self._kept = self._empty()
+        self._parts: list[tuple[Sketch, np.ndarray | None]] = []  # indexed rows: (sketch, its rows or all)
 
     def _empty(self) -> Sketch:
         return Sketch(np.zeros((0, self.num_perm), np.uint32), np.zeros((0, self.bands), np.uint64),
-                      np.zeros(0, np.uint64), np.zeros(1, np.int64))
+                      np.zeros(0, np.uint32), np.zeros(1, np.int64))
 
     def sketch(self, texts: list[str]) -> Sketch:
         """The sketch of every text (see `Sketch`)."""
@@ -161,13 +162,6 @@ class NearIndex:
 
     def _sketch_chunk(self, texts: list[str]) -> Sketch:
         flat, offsets = ngram_hashes_chunk(texts, self.shingle, self.unit)
-        row = np.repeat(np.arange(len(texts)), np.diff(offsets))
-        order = np.lexsort((flat, row))
-        flat, row = flat[order], row[order]
-        first = np.ones(len(flat), dtype=bool)
-        first[1:] = (flat[1:] != flat[:-1]) | (row[1:] != row[:-1])
-        flat = flat[first]
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(row[first], minlength=len(texts)))]).astype(np.int64)
         digests = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets.astype(np.uint64),
                                                                       self.num_perm, self.seed)
         rows = b"".join(array(_U32, r).tobytes() for r in digests.to_rows())  # 32-bit digests; beats np.array
@@ -176,7 +170,16 @@ class NearIndex:
         keys = np.zeros((len(texts), self.bands), dtype=np.uint64)
         for k in range(self.rows):
             keys = keys * P + cols[:, :, k]
-        return Sketch(sig, keys, flat, offsets)
+        # the sets compared exactly keep 32 bits of each shingle hash (half the memory; two distinct shingles of
+        # a compared pair share them with probability ~1e-5 per pair)
+        row = np.repeat(np.arange(len(texts)), np.diff(offsets))
+        short = flat.astype(np.uint32)
+        order = np.lexsort((short, row))
+        short, row = short[order], row[order]
+        first = np.ones(len(short), dtype=bool)
+        first[1:] = (short[1:] != short[:-1]) | (row[1:] != row[:-1])
+        counts = np.bincount(row[first], minlength=len(texts))
+        return Sketch(sig, keys, short[first], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
     def add(self, texts: list[str], labels: list) -> list[tuple[object, float] | None]:
         """Per text: None (kept), or (label of a kept text it near-duplicates, their Jaccard similarity); the one
@@ -184,15 +187,16 @@ class NearIndex:
         slots (then the earliest)."""
         return self.add_sketch(self.sketch(texts), labels)
 
-    def add_sketch(self, batch: Sketch, labels: list) -> list[tuple[object, float] | None]:
-        """`add` on texts sketched already."""
+    def add_sketch(self, batch: Sketch, labels: list, only: np.ndarray | None = None
+                   ) -> list[tuple[object, float] | None]:
+        """`add` on texts sketched already; with `only` (a bool per text), the other texts are left out (None)."""
         base, hits = len(self.labels), {}
 
         def first_match(i: int, row: int, sim: float) -> bool:
             hits[i] = (self.labels[row] if row < base else labels[row - base], sim)
             return True  # offers come best first: the first verified one is the answer
 
-        self._index(batch, self._scan(batch, keep_all=False, on_match=first_match), labels)
+        self._index(batch, self._scan(batch, keep_all=False, on_match=first_match, only=only), labels)
         return [hits.get(i) for i in range(len(batch))]
 
     def groups(self, texts: list[str]) -> list[int]:
@@ -200,8 +204,8 @@ class NearIndex:
         index of their group's first text (texts of earlier calls count negative). Every text is indexed."""
         return self.groups_sketch(self.sketch(texts))
 
-    def groups_sketch(self, batch: Sketch) -> list[int]:
-        """`groups` on texts sketched already."""
+    def groups_sketch(self, batch: Sketch, only: np.ndarray | None = None) -> list[int]:
+        """`groups` on texts sketched already; with `only` (a bool per text), the other texts stay alone."""
         base = len(self.labels)
         joined = _Groups()
 
@@ -209,19 +213,23 @@ class NearIndex:
             joined.union(row, base + i)
             return False  # go on: the text may join more groups
 
-        self._scan(batch, keep_all=True, on_match=link, skip=lambda i, row: joined.find(row) == joined.find(base + i))
-        self._index(batch, list(range(len(batch))), list(range(base, base + len(batch))))
+        indexed = self._scan(batch, keep_all=True, on_match=link, only=only,
+                             skip=lambda i, row: joined.find(row) == joined.find(base + i))
+        self._index(batch, indexed, list(range(base, base + len(batch))))
         return [joined.find(base + i) - base for i in range(len(batch))]
 
-    def _scan(self, batch: Sketch, *, keep_all: bool, on_match, skip=None) -> list[int]:
+    def _scan(self, batch: Sketch, *, keep_all: bool, on_match, skip=None, only: np.ndarray | None = None
+              ) -> list[int]:
         """Visit the batch's texts in order; offer each the earlier indexed texts of its buckets (at most `cap`
         per bucket), pre-checked by equal signature slots, most equal first, then verified by exact Jaccard.
         `on_match(i, row, sim)` returns True to stop offering. Returns the batch rows that get indexed: all
         (`keep_all`), or those that matched nothing."""
         base, n = len(self.labels), len(batch)
-        every = Sketch.concat([self._kept, batch]) if base else batch
+        every = Sketch.concat([self._indexed(), batch]) if base else batch
         ids, shared = bucket_ids(every.keys)
         live = np.diff(every.offsets) > 0  # a text without shingles is never offered nor offered to
+        if only is not None:
+            live[base:] &= only
         shared &= live[:, None]
         members: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
         for j in range(self.bands):
@@ -231,9 +239,14 @@ class NearIndex:
                 if len(bucket) < self.cap:
                     bucket.append(row)
         indexed: list[int] = []
-        batch_ids, batch_shared = ids[base:].tolist(), shared[base:].tolist()
         for i in range(n):
-            mine = [(j, b) for j, (b, s) in enumerate(zip(batch_ids[i], batch_shared[i])) if s]
+            if i % ROWS_AT_ONCE == 0:  # Python lists of a block of rows (of all rows they would take gigabytes)
+                block_ids = ids[base + i:base + i + ROWS_AT_ONCE].tolist()
+                block_shared = shared[base + i:base + i + ROWS_AT_ONCE].tolist()
+            if only is not None and not only[i]:
+                continue
+            k = i % ROWS_AT_ONCE
+            mine = [(j, b) for j, (b, s) in enumerate(zip(block_ids[k], block_shared[k])) if s]
             found = False
             cands = {row for j, b in mine for row in members[j].get(b, ())}
             if cands:
@@ -269,10 +282,15 @@ class NearIndex:
         return matched
 
     def _index(self, batch: Sketch, rows: list[int], labels: list) -> None:
-        """Append the batch's `rows` (ascending) to the index."""
-        picked = batch.take(np.asarray(rows, dtype=np.int64)) if len(rows) < len(batch) else batch
-        self._kept = Sketch.concat([self._kept, picked]) if len(self.labels) else picked
+        """Append the batch's `rows` (ascending) to the index; they are copied out only if another call comes."""
+        self._parts.append((batch, None if len(rows) == len(batch) else np.asarray(rows, dtype=np.int64)))
         self.labels += [labels[r] for r in rows]
+
+    def _indexed(self) -> Sketch:
+        """Every indexed row as one sketch."""
+        parts = [sk if rows is None else sk.take(rows) for sk, rows in self._parts]
+        self._parts = [(Sketch.concat(parts) if len(parts) > 1 else parts[0], None)]
+        return self._parts[0][0]
 
 
 class _Groups:

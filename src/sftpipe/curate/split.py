@@ -68,8 +68,11 @@ def group_views(n: int, views: list[tuple[NearIndex, list, Sketch]]) -> list[int
                 distinct.append(i)
             else:
                 union(j, i)
-        for i, group in zip(distinct, index.groups_sketch(sketch.take(np.asarray(distinct, dtype=np.int64)))):
-            union(distinct[group], i)
+        only = np.zeros(n, dtype=bool)
+        only[distinct] = True
+        groups = index.groups_sketch(sketch, only=only)
+        for i in distinct:
+            union(groups[i], i)
     return [find(i) for i in range(n)]
 
 
