@@ -4,6 +4,7 @@ outputs are deterministic and hashed as documented, and PII never reaches an out
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -117,8 +118,15 @@ def test_shards_and_workers_give_the_same_output(run, tmp_path, monkeypatch):
     shards = []
     plan = pipeline.plan_shards
     monkeypatch.setattr(pipeline, "plan_shards", lambda paths, size: shards.append(plan(paths, 1500)) or shards[-1])
-    pooled = run_curate([RAW], config(workers=2), tmp_path / "pooled")
+    ticks, totals = Counter(), {}
+
+    def progress(label, total):
+        totals[label] = total
+        return lambda k: ticks.update({label: k})
+    pooled = run_curate([RAW], config(workers=2), tmp_path / "pooled", progress=progress)
     assert len(shards[0]) > 3 and len(shards[1]) > 1  # the main and the mix inputs, each in several shards
+    assert ticks == totals == {"main shards": len(shards[0]), "mix shards": len(shards[1]),
+                               "write": pooled.report["counts"]["in"]}
     assert pooled.hashes == run.hashes
     assert pooled.report["stages"] == [{**s, "seconds": p["seconds"]} for s, p in zip(run.report["stages"],
                                                                                        pooled.report["stages"])]

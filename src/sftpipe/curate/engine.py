@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -128,8 +130,10 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_dir: Path, name: str) -> None:
-    """Run fn(0) .. fn(n_tasks - 1) on the configured executor, skipping tasks an earlier run finished.
+def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_dir: Path, name: str,
+              progress: Callable[[int], None] | None = None) -> None:
+    """Run fn(0) .. fn(n_tasks - 1) on the configured executor, skipping tasks an earlier run finished;
+    `progress(k)` is called as k more tasks are done.
 
     Logs (one per task, plus executor.log) and completion markers go to `work_dir/logs/name`, which must be on a
     filesystem every Ray node shares.
@@ -151,10 +155,11 @@ def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_d
             executor = executors.local(fn, n_tasks, cfg.workers or cores(), log_dir)
         else:
             executor = executors.ray(fn, n_tasks, cfg.workers, cfg.address, log_dir)
-        try:
-            executor.run()
-        except TaskError:
-            pass  # the task's own exception is raised below
+        with _watch(log_dir / "completions", progress):
+            try:
+                executor.run()
+            except TaskError:
+                pass  # the task's own exception is raised below
     finally:
         logger.remove()  # datatrove logs nowhere outside run_tasks
     left = executor.get_incomplete_ranks(skip_completed=True)
@@ -166,3 +171,31 @@ def run_tasks(fn: Callable[[int], None], n_tasks: int, cfg: EngineConfig, work_d
     if left:
         raise TaskError(f"{len(left)} of {n_tasks} tasks of {name!r} did not finish (first: task {left[0]}); their "
                         f"logs are in {log_dir / 'logs'}; fix: rerun (finished tasks are skipped)")
+
+
+@contextmanager
+def _watch(folder: Path, progress: Callable[[int], None] | None, every: float = 0.5) -> Iterator[None]:
+    """Call `progress` with the number of new files in `folder` (datatrove's completion markers) while the block
+    runs (the tasks may run in other processes or on other machines)."""
+    if progress is None:
+        yield
+        return
+    seen, stop = 0, threading.Event()
+
+    def poll() -> None:
+        nonlocal seen
+        while True:
+            stopping = stop.wait(every)
+            n = len(os.listdir(folder)) if folder.is_dir() else 0
+            if n > seen:
+                progress(n - seen)
+                seen = n
+            if stopping:
+                return
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()

@@ -100,7 +100,7 @@ def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: 
                column_map: dict | None = None, tokenizer=None, progress: Tracker | None = None) -> CurateResult:
     """Curate `inputs` into `out_dir` as configured; see the module docstring for the outputs. `tokenizer` (a
     tokenizer or a model reference) counts tokens for the length filter; None estimates ceil(chars / 4).
-    `progress(stage, total)` returns the callback that counts the records written."""
+    `progress(label, total)` returns the callback that counts finished shard tasks, then records written."""
     out_dir = Path(out_dir)
     curated.check_out_dir(out_dir, inputs)
     t_start = time.perf_counter()
@@ -111,10 +111,11 @@ def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: 
     split = Split(cfg.split, cfg.strict)
     views = Views(Dedup(cfg.dedup, cfg.strict) if cfg.dedup.enabled else None,
                   *(split.views() if cfg.split.enabled else (None, None)))
-    streams = [_stream("", inputs, build_stages(cfg, tokenizer), views, work, engine, cfg, format, column_map)]
+    streams = [_stream("", inputs, build_stages(cfg, tokenizer), views, work, engine, cfg, format, column_map,
+                       progress)]
     if cfg.mix.enabled:
         streams.append(_stream("mix/", [Path(cfg.mix.source)], build_stages(cfg, tokenizer, mix=True), views, work,
-                               engine, cfg, cfg.mix.format, cfg.mix.column_map or None))
+                               engine, cfg, cfg.mix.format, cfg.mix.column_map or None, progress))
     quality = Quality(cfg.quality, cfg.strict) if cfg.quality.enabled else None
     decisions = decide(cfg, streams[0][0], streams[1][0] if cfg.mix.enabled else None, quality)
     result = _write(out_dir, cfg, hashed, streams, decisions, progress, t_start)
@@ -123,7 +124,7 @@ def run_curate(inputs: list[Path], cfg: CurateConfig, out_dir: Path, *, format: 
 
 
 def _stream(prefix: str, paths: list[Path], stages: list, views: Views, work: Path, engine: EngineConfig,
-            cfg: CurateConfig, format: str, column_map: dict | None) -> tuple[Stream, list]:
+            cfg: CurateConfig, format: str, column_map: dict | None, progress) -> tuple[Stream, list]:
     """Run one stream's shard tasks; returns the stream and its stage list."""
     total = sum(Path(p).stat().st_size for p in paths)  # at least two shards per worker, when the input allows
     workers = engine.workers or cores()
@@ -133,7 +134,8 @@ def _stream(prefix: str, paths: list[Path], stages: list, views: Views, work: Pa
     task = ShardTask(shards, [s if not isinstance(s, str) else None for s in stages],
                      [s if isinstance(s, str) else None for s in stages], views, folder, format, column_map,
                      cfg.strict, cfg.pii if cfg.pii.enabled else None, "quality" in stages, cfg.split.by, prefix)
-    run_tasks(task, len(shards), engine, work, prefix.strip("/") or "main")
+    name = prefix.strip("/") or "main"
+    run_tasks(task, len(shards), engine, work, name, progress(f"{name} shards", len(shards)) if progress else None)
     positions = {s: k for k, s in enumerate(stages) if isinstance(s, str)}
     return Stream(prefix, [task.stem(i) for i in range(len(shards))], positions), stages
 
