@@ -19,18 +19,18 @@ from .test_curate_pipeline import RAW, config
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@pytest.fixture
-def small_shards(monkeypatch):
-    """Cut the tiny inputs into shards of ~1.5 KB, so a run has several tasks."""
+def small_shards(monkeypatch, size: int) -> None:
+    """Cut the tiny inputs into shards of about `size` bytes, so a run has several tasks."""
     plan = pipeline.plan_shards
-    monkeypatch.setattr(pipeline, "plan_shards", lambda paths, size: plan(paths, 1500))
+    monkeypatch.setattr(pipeline, "plan_shards", lambda paths, _: plan(paths, size))
 
 
 def manifest(folder: Path) -> dict:
     return json.loads((folder / MARKER).read_text())["content_hashes"]
 
 
-def test_a_failed_run_is_finished_by_a_rerun_that_skips_finished_tasks(tmp_path, monkeypatch, small_shards):
+def test_a_failed_run_is_finished_by_a_rerun_that_skips_finished_tasks(tmp_path, monkeypatch):
+    small_shards(monkeypatch, 1500)
     clean = run_curate([RAW], config(), tmp_path / "clean")
     calls: list[tuple[str, int]] = []
     real = ShardTask.__call__
@@ -57,9 +57,10 @@ def test_a_failed_run_is_finished_by_a_rerun_that_skips_finished_tasks(tmp_path,
 
 
 @pytest.mark.slow
-def test_ray_gives_the_output_of_the_local_executor(tmp_path, monkeypatch, small_shards):
-    """A local Ray instance (started by the run, ~5-15 s here) against two local worker processes."""
+def test_ray_gives_the_output_of_the_local_executor(tmp_path, monkeypatch):
+    """A local Ray instance (started by the run, ~5-15 s here; ~2-3 s per task) against two local processes."""
     ray = pytest.importorskip("ray")
+    small_shards(monkeypatch, 4000)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
     local = run_curate([RAW], config(workers=2), tmp_path / "local")
     try:

@@ -221,19 +221,6 @@ def test_a_killed_run_resumes_without_redoing_finished_tasks(tmp_path, clean):
     assert outputs(out) == clean
 
 
-@pytest.mark.slow
-def test_ray_gives_the_outputs_of_the_local_executor(tmp_path, clean, monkeypatch):
-    """A local Ray instance on 2 CPUs (its start takes ~5-15 s; each task starts an actor, ~1-3 s here)."""
-    ray = pytest.importorskip("ray")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), str(ROOT)]))  # Ray workers import the task
-    task, out = prepared(tmp_path, "out")
-    try:
-        run_tasks(task, len(task.shards), EngineConfig("ray", workers=2), tmp_path / "work", "copy")
-    finally:
-        ray.shutdown()
-    assert outputs(out) == clean and all(n == 1 for n in calls(out).values())
-
-
 # --- config ------------------------------------------------------------------------------------------------------
 
 def test_executor_config_defaults_and_errors():
