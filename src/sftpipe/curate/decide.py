@@ -85,11 +85,11 @@ def decide(cfg: CurateConfig, main: Stream, mix: Stream | None, quality: Quality
         _dedup(cfg, streams, at, out)
         out.seconds["dedup"] = time.perf_counter() - t0
     for s in streams:  # a row dropped by dedup is gone, whatever later per-record stage would have said
-        alive[s.prefix] &= ~np.isin(np.arange(len(alive[s.prefix])), list(out.drops[s.prefix]))
+        alive[s.prefix][list(out.drops[s.prefix])] = False
     if quality is not None:
         t0 = time.perf_counter()
         _quality(quality, main, at[main.prefix], out)
-        alive[main.prefix] &= ~np.isin(np.arange(len(alive[main.prefix])), list(out.drops[main.prefix]))
+        alive[main.prefix][list(out.drops[main.prefix])] = False
         out.seconds["quality"] = time.perf_counter() - t0
     picked = np.zeros(0, dtype=np.int64)
     if mix is not None:

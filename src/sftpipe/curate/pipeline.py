@@ -130,10 +130,12 @@ def _stream(prefix: str, paths: list[Path], stages: list, views: Views, work: Pa
     workers = engine.workers or cores()
     shards = plan_shards(paths, min(cfg.executor.shard_mb * 2**20, max(MIN_SHARD, total // (2 * workers))))
     folder = work / (prefix.strip("/") or "main")
-    folder.mkdir(parents=True, exist_ok=True)
-    task = ShardTask(shards, [s if not isinstance(s, str) else None for s in stages],
-                     [s if isinstance(s, str) else None for s in stages], views, folder, format, column_map,
-                     cfg.strict, cfg.pii if cfg.pii.enabled else None, "quality" in stages, cfg.split.by, prefix)
+    folder.mkdir(parents=True, exist_ok=True)  # one stream's task outputs
+    task = ShardTask(shards, stages=[None if isinstance(s, str) else s for s in stages],
+                     globals_at=[s if isinstance(s, str) else None for s in stages], views=views, work=folder,
+                     format=format, column_map=column_map, strict=cfg.strict,
+                     scrub=cfg.pii if cfg.pii.enabled else None, quality="quality" in stages,
+                     stratum=cfg.split.by, prefix=prefix)
     name = prefix.strip("/") or "main"
     run_tasks(task, len(shards), engine, work, name, progress(f"{name} shards", len(shards)) if progress else None)
     positions = {s: k for k, s in enumerate(stages) if isinstance(s, str)}
