@@ -58,6 +58,9 @@ class RecordError(SftpipeError):
         return RecordError(self.reason, self.message, path=path, line=line, index=self.index,
                            field=self.field, fix=self.fix)
 
+    def __reduce__(self):  # a process pool sends it back from a render worker
+        return _record_error, (self.to_dict(),)
+
     def _format(self) -> str:
         where = ""
         if self.path is not None:
@@ -77,3 +80,8 @@ class RecordError(SftpipeError):
         """The error as a JSON-ready dict, as written to rejects files."""
         return {"reason": self.reason, "message": self.message, "path": self.path, "line": self.line,
                 "index": self.index, "field": self.field, "fix": self.fix}
+
+
+def _record_error(fields: dict) -> RecordError:
+    """A RecordError from its `to_dict()` (unpickling)."""
+    return RecordError(fields.pop("reason"), fields.pop("message"), **fields)
