@@ -134,6 +134,14 @@ class Tokenized:
         ds = self.dataset if indices is None else self.dataset.select(list(indices))
         return [to_example(row) for row in ds]
 
+    def token_examples(self) -> list[Example]:
+        """Every example with what batching and training read: ids, labels, end-of-turn positions and ids, and
+        meta {"row": its row, "category": its record's category when it has one}; no text or messages."""
+        cols = [self.column(n) for n in ("input_ids", "labels", "eot_positions", "eot_ids", "category")]
+        return [Example(ids, labels, "", meta={"row": i} if c is None else {"row": i, "category": c},
+                        eot_positions=pos, eot_ids=eot)
+                for i, (ids, labels, pos, eot, c) in enumerate(zip(*cols))]
+
     def column(self, name: str) -> list:
         """One column as a Python list, read from the memory-mapped table."""
         return self.dataset.data.column(name).to_pylist()

@@ -56,7 +56,15 @@ def packing_report(lengths: list[int], max_length: int, batch_size: int = 8) -> 
 def write_rows(tk: Tokenized, path: Path) -> None:
     """The dataset at `path`: a `datasets` folder (load_from_disk), or rows in a .jsonl / .parquet file."""
     if path.suffix.lower() not in ROW_SUFFIXES:
-        tk.dataset.save_to_disk(str(path), num_shards=len(tk.dataset.cache_files))
+        from datasets import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+        shown = is_progress_bar_enabled()
+        disable_progress_bars()  # our console shows progress, not the library's
+        try:
+            tk.dataset.save_to_disk(str(path), num_shards=len(tk.dataset.cache_files))
+        finally:
+            if shown:
+                enable_progress_bars()
         return
     rows = (example_row(r) for batch in tk.dataset.iter(batch_size=1024)
             for r in (dict(zip(batch, v)) for v in zip(*batch.values())))
