@@ -2,7 +2,9 @@
 
 For each size, generated Harbor export rows (OpenAI messages plus extra fields; `build_export` in chunks of 50k,
 ids prefixed by seed and chunk) are rendered by `sftpipe.stages.render.run` in a fresh process with an empty
-dataset cache, into the Arrow dataset folder (the default output). The floor is the same rendered texts through
+dataset cache, into the Arrow dataset folder (the default output); the clock starts after transformers is
+imported and a tokenizer loaded once (startup, not rendering), so it covers hashing, reading, rendering, writing,
+the reports and the sampled parity proof. The floor is the same rendered texts through
 `tokenizer(texts)` in batches, timed in the same process right after. Peak RSS is the render process's own
 high-water mark and the largest of its pool workers'.
 
@@ -68,6 +70,7 @@ def child(data: Path, out: Path, num_proc: int) -> dict:
     from sftpipe.tokenized import load_or_build
 
     cfg = load_config(overrides=[f"data.train={data}", "data.on_error=skip", f"render.num_proc={num_proc}"])
+    build_renderer(cfg.model, cfg.template, cfg.render)  # imports transformers: startup, not rendering
     t0 = time.perf_counter()
     result = run(cfg, out / "rendered", progress=False)
     seconds = time.perf_counter() - t0

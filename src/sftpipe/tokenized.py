@@ -87,19 +87,17 @@ def _scalars(meta: dict[str, Any]) -> dict[str, Any]:
 
 def to_batch(examples: list[Example]) -> pa.RecordBatch:
     """Examples as one Arrow record batch of `SCHEMA` (meta: the record's scalar fields, as JSON)."""
-    cols: dict[str, list] = {name: [] for name in SCHEMA.names}
-    for e in examples:
-        meta = _scalars(e.meta)
-        for name, value in (("input_ids", e.input_ids), ("labels", e.labels), ("length", len(e.input_ids)),
-                            ("n_trained", e.n_trained), ("category", _category(meta)),
-                            ("eot_positions", e.eot_positions), ("eot_ids", e.eot_ids),
-                            ("trained_messages", e.trained_messages), ("boundary_tokens", e.boundary_tokens),
-                            ("prompt_chars", e.prompt_chars), ("turn", meta.get("turn")),
-                            ("escaped_control", e.escaped_control),
-                            ("truncated", e.truncated), ("meta", json.dumps(meta)), ("text", e.text),
-                            ("messages", json.dumps(e.messages))):
-            cols[name].append(value)
-    return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
+    metas = [_scalars(e.meta) for e in examples]
+    cols = {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples],
+            "length": [len(e.input_ids) for e in examples], "n_trained": [e.n_trained for e in examples],
+            "category": [_category(m) for m in metas], "eot_positions": [e.eot_positions for e in examples],
+            "eot_ids": [e.eot_ids for e in examples], "trained_messages": [e.trained_messages for e in examples],
+            "boundary_tokens": [e.boundary_tokens for e in examples],
+            "prompt_chars": [e.prompt_chars for e in examples], "turn": [m.get("turn") for m in metas],
+            "escaped_control": [e.escaped_control for e in examples], "truncated": [e.truncated for e in examples],
+            "meta": [json.dumps(m) for m in metas], "text": [e.text for e in examples],
+            "messages": [json.dumps(e.messages) for e in examples]}
+    return pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) for f in SCHEMA], schema=SCHEMA)
 
 
 def _category(meta: dict[str, Any]) -> str | None:
@@ -131,16 +129,18 @@ class Tokenized:
 
     def examples(self, indices: Iterable[int] | None = None) -> list[Example]:
         """The examples at `indices` (all when None), in that order."""
-        ds = self.dataset if indices is None else self.dataset.select(list(indices))
-        return [to_example(row) for row in ds]
+        table = self.dataset.data.table
+        rows = (table if indices is None else table.take(pa.array(list(indices), pa.int64()))).to_pylist()
+        return [to_example(row) for row in rows]
 
     def token_examples(self) -> list[Example]:
         """Every example with what batching and training read: ids, labels, end-of-turn positions and ids, and
         meta {"row": its row, "category": its record's category when it has one}; no text or messages."""
         cols = [self.column(n) for n in ("input_ids", "labels", "eot_positions", "eot_ids", "category")]
-        return [Example(ids, labels, "", meta={"row": i} if c is None else {"row": i, "category": c},
-                        eot_positions=pos, eot_ids=eot)
-                for i, (ids, labels, pos, eot, c) in enumerate(zip(*cols))]
+        with no_cyclic_gc():
+                return [Example(ids, labels, "", meta={"row": i} if c is None else {"row": i, "category": c},
+                            eot_positions=pos, eot_ids=eot)
+                    for i, (ids, labels, pos, eot, c) in enumerate(zip(*cols))]
 
     def column(self, name: str) -> list:
         """One column as a Python list, read from the memory-mapped table."""
@@ -194,7 +194,7 @@ def _render_chunk(job: Job) -> tuple[pa.RecordBatch, MaskReport, list[dict]]:
     report, rejects = MaskReport(truncation_policy=truncation, max_length=max_length), []
     with no_cyclic_gc():
         examples = list(iter_examples(convs, _renderer, report, rejects, on_error=on_error))
-    return to_batch(examples), report, rejects
+        return to_batch(examples), report, rejects
 
 
 def _rendered_chunks(jobs: Iterator[Job], renderer: ChatRenderer, num_proc: int
@@ -218,7 +218,7 @@ def build(folder: Path, convs: Iterable[Conversation], renderer: ChatRenderer, r
     mask, rejects = MaskReport(truncation_policy=render.truncation, max_length=render.max_length), []
     jobs = ((chunk, render.max_length, render.truncation, on_error) for chunk in _chunks(convs, CHUNK))
     shards: list[str] = []
-    with staged_folder(folder) as tmp:
+    with staged_folder(folder) as tmp, no_cyclic_gc():  # reading makes many objects and no cycles
         writer, rows, seen = None, 0, 0
         for batch, report, bad in _rendered_chunks(jobs, renderer, num_proc or os.cpu_count() or 1):
             if writer is None or rows >= SHARD_ROWS:
