@@ -138,7 +138,7 @@ class Tokenized:
         meta {"row": its row, "category": its record's category when it has one}; no text or messages."""
         cols = [self.column(n) for n in ("input_ids", "labels", "eot_positions", "eot_ids", "category")]
         with no_cyclic_gc():
-                return [Example(ids, labels, "", meta={"row": i} if c is None else {"row": i, "category": c},
+            return [Example(ids, labels, "", meta={"row": i} if c is None else {"row": i, "category": c},
                             eot_positions=pos, eot_ids=eot)
                     for i, (ids, labels, pos, eot, c) in enumerate(zip(*cols))]
 
@@ -159,8 +159,7 @@ class Tokenized:
         flags = required.to_numpy(zero_copy_only=False)
         must, rest = np.flatnonzero(flags).tolist(), np.flatnonzero(~flags)
         drawn = [int(rest[i]) for i in random.Random(seed).sample(range(len(rest)), min(n, len(rest)))]
-        return sorted([*must, *drawn]), {"required": len(must), "drawn": len(drawn),
-                                                   "examples": len(table)}
+        return sorted([*must, *drawn]), {"required": len(must), "drawn": len(drawn), "examples": len(table)}
 
 
 def load(folder: Path) -> Tokenized | None:
