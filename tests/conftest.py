@@ -9,10 +9,12 @@ from sftpipe.models import load_tokenizer, tiny_model
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_eval_cache(tmp_path_factory):
-    """A fresh eval cache per test session (`$SFTPIPE_EVAL_CACHE`, also seen by CLI subprocesses), so no test is
-    served a baseline that an earlier session cached; the converted models stay in the user's cache root."""
+    """A fresh eval cache and tokenized-dataset cache per test session (`$SFTPIPE_EVAL_CACHE`,
+    `$SFTPIPE_TOKENIZED_CACHE`, also seen by CLI subprocesses), so no test is served a baseline or a dataset that an
+    earlier session cached; the converted models stay in the user's cache root."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SFTPIPE_EVAL_CACHE", str(tmp_path_factory.mktemp("eval-cache")))
+        mp.setenv("SFTPIPE_TOKENIZED_CACHE", str(tmp_path_factory.mktemp("tokenized-cache")))
         yield
 
 

@@ -42,8 +42,8 @@ def _config(config, sets, **flags):
 def render(config: Config = None, set: Sets = None, model: Model = None, tokenizer: Tokenizer = None,
            template: TemplateOpt = None, input: Inputs = None, max_length: MaxLen = None, train_on: TrainOn = None,
            on_error: OnError = None, format: Format = None,
-           output: Annotated[Path, typer.Option("--output", "-o", help="Rows out (.jsonl or .parquet).")] = Path(
-               "rendered.jsonl")) -> None:
+           output: Annotated[Path, typer.Option("--output", "-o", help="A datasets (Arrow) folder, or rows in a "
+                                                "file ending in .jsonl or .parquet.")] = Path("rendered")) -> None:
     """Render conversations with the chat template into input_ids + labels, with mask and parity reports."""
     from .stages.render import run
     from .stages.show import print_render

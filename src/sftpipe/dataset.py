@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 
 from .config import DataConfig, ModelConfig, RenderConfig, TemplateConfig
@@ -53,6 +53,13 @@ class MaskReport:
     def eot_coverage(self) -> float:
         """Share of trained assistant messages whose end-of-turn token is trained (1.0 unless truncated)."""
         return self.eot_trained / self.trained_messages if self.trained_messages else 0.0
+
+    def add(self, other: MaskReport) -> None:
+        """Add the counts of `other` (a report on another chunk of the same dataset) to this one."""
+        for name, value in vars(other).items():
+            if isinstance(value, int) and name != "max_length":
+                setattr(self, name, getattr(self, name) + value)
+        self.rejected = dict(Counter(self.rejected) + Counter(other.rejected))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "trained_share": round(self.trained_share, 6),
@@ -116,46 +123,52 @@ def _rendered(convs: Iterable[Conversation], renderer: ChatRenderer, chunk: int 
         yield from zip(batch, renderer.render_batch(batch))
 
 
+def iter_examples(convs: Iterable[Conversation], renderer: ChatRenderer, report: MaskReport, rejects: list[dict],
+                  *, on_error: str = "fail", progress: Callable[[int], None] | None = None) -> Iterator[Example]:
+    """Render conversations one by one into masked examples, counting into `report` (its max_length and
+    truncation_policy say how to fit them) and collecting bad ones into `rejects` (`skip`) or raising (`fail`)."""
+    if report.truncation_policy not in TRUNCATION:
+        raise ValueError(f"truncation={report.truncation_policy!r}; allowed: {', '.join(TRUNCATION)}")
+    reasons: Counter[str] = Counter(report.rejected)
+    for conv, rendered in _rendered(convs, renderer):
+        if progress is not None:
+            progress(1)
+        report.conversations_in += 1
+        try:
+            if isinstance(rendered, RecordError):
+                raise rendered
+            exs, truncated = _fit(renderer, conv, rendered, report.max_length, report.truncation_policy)
+        except RecordError as err:
+            err = err.located(conv.source.path, conv.source.line) if conv.source and err.path is None else err
+            if on_error == "fail":
+                raise err from None
+            reasons[err.reason] += 1
+            report.rejected = dict(reasons)
+            rejects.append({**err.to_dict(), "stage": "render", "record": conv.to_record()})
+            continue
+        report.conversations_kept += 1
+        report.truncated += int(truncated)
+        report.history_rewrite_splits += int(any("turn" in e.meta for e in exs))
+        for e in exs:
+            report.examples += 1
+            report.tokens += len(e.input_ids)
+            report.trained_tokens += e.n_trained
+            report.trained_messages += e.trained_messages
+            report.eot_trained += e.eot_trained
+            report.boundary_tokens += e.boundary_tokens
+            report.escaped_control_examples += int(e.escaped_control)
+            yield replace(e, truncated=True) if truncated else e
+
+
 def build_examples(convs: Iterable[Conversation], renderer: ChatRenderer, *, max_length: int,
                    truncation: str = "drop", on_error: str = "fail",
                    progress: Callable[[int], None] | None = None) -> tuple[list[Example], list[dict], MaskReport]:
     """Render all conversations; bad ones raise (`fail`) or go to rejects with their reason (`skip`).
     `progress(n)` is called as each conversation is done (n = 1)."""
-    if truncation not in TRUNCATION:
-        raise ValueError(f"truncation={truncation!r}; allowed: {', '.join(TRUNCATION)}")
     report = MaskReport(truncation_policy=truncation, max_length=max_length)
-    examples: list[Example] = []
     rejects: list[dict] = []
-    reasons: Counter[str] = Counter()
     with no_cyclic_gc():
-        for conv, rendered in _rendered(convs, renderer):
-            if progress is not None:
-                progress(1)
-            report.conversations_in += 1
-            try:
-                if isinstance(rendered, RecordError):
-                    raise rendered
-                exs, truncated = _fit(renderer, conv, rendered, max_length, truncation)
-            except RecordError as err:
-                err = err.located(conv.source.path, conv.source.line) if conv.source and err.path is None else err
-                if on_error == "fail":
-                    raise err from None
-                reasons[err.reason] += 1
-                rejects.append({**err.to_dict(), "stage": "render", "record": conv.to_record()})
-                continue
-            report.conversations_kept += 1
-            report.truncated += int(truncated)
-            report.history_rewrite_splits += int(any("turn" in e.meta for e in exs))
-            for e in exs:
-                report.examples += 1
-                report.tokens += len(e.input_ids)
-                report.trained_tokens += e.n_trained
-                report.trained_messages += e.trained_messages
-                report.eot_trained += e.eot_trained
-                report.boundary_tokens += e.boundary_tokens
-                report.escaped_control_examples += int(e.escaped_control)
-            examples.extend(exs)
-    report.rejected = dict(reasons)
+        examples = list(iter_examples(convs, renderer, report, rejects, on_error=on_error, progress=progress))
     assert report.conversations_in == report.conversations_kept + len(rejects)
     return examples, rejects, report
 
@@ -172,10 +185,15 @@ def read_data(data: DataConfig, paths: list[str], key: str, *, on_error: str | N
     require_files(paths, key)
     read = read_conversations(paths, format=data.format, column_map=data.column_map or None,
                               on_error=on_error or data.on_error)
-    if read.n_in == 0 and not data.allow_empty:
+    check_not_empty(data, paths, key, read.n_in)
+    return read
+
+
+def check_not_empty(data: DataConfig, paths: list[str], key: str, n_in: int) -> None:
+    """ConfigError when `paths` held no record at all, unless data.allow_empty."""
+    if n_in == 0 and not data.allow_empty:
         raise ConfigError(key, [f"{', '.join(map(str, paths))}: no records; fix: check the file(s), or pass "
                                 "--set data.allow_empty=true if an empty input is expected"])
-    return read
 
 
 def stratified_indices(categories: list[str], n: int, seed: int = 0) -> list[int]:

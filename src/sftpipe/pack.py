@@ -186,9 +186,8 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
     0.625
     """
     kept, counts, dropped = apply_overflow(examples, max_length, overflow)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}; allowed: {', '.join(STRATEGIES)}")
-    bins = STRATEGIES[strategy]([len(ex["input_ids"]) for _, ex in kept], max_length)
+    bins, report = pack_lengths([len(ex["input_ids"]) for _, ex in kept], max_length, strategy=strategy)
+    report.overflow, report.dropped = counts, dropped
     packs = []
     with no_cyclic_gc():
         for members in bins:
@@ -203,11 +202,21 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
                 if "example" in ex:  # which examples a pack holds (train.data counts examples seen)
                     row.setdefault("examples", []).append(ex["example"])
             packs.append(row)
-    tokens = sum(sum(p["seq_lens"]) for p in packs)
-    slots = len(packs) * max_length
-    report = PackReport(strategy, len(kept), len(packs), tokens, slots, tokens / slots if slots else 0.0,
-                        counts, dropped)
     return packs, report
+
+
+def pack_lengths(lengths: list[int], max_length: int, *, strategy: Literal["min_slack", "bfd"] = "min_slack"
+                 ) -> tuple[list[list[int]], PackReport]:
+    """The bins (indices into `lengths`, each <= `max_length`) `pack` fills, and its report, from lengths alone.
+
+    >>> pack_lengths([3, 2, 6], 8)[0], pack_lengths([3, 2, 6], 8)[1].efficiency
+    ([[2, 1], [0]], 0.6875)
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    bins = STRATEGIES[strategy](lengths, max_length)
+    tokens, slots = sum(lengths), len(bins) * max_length
+    return bins, PackReport(strategy, len(lengths), len(bins), tokens, slots, tokens / slots if slots else 0.0, {})
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -236,11 +245,24 @@ def group_by_length(examples: list[dict], *, batch_size: int, max_length: int | 
     if max_length is None:  # no limit: nothing overflows, but examples are still validated
         max_length = max([2] + [len(ex["input_ids"]) for ex in examples])
     kept, counts, dropped = apply_overflow(examples, max_length, overflow)
-    lengths = {i: len(ex["input_ids"]) for i, ex in kept}
+    batches, report = group_lengths({i: len(ex["input_ids"]) for i, ex in kept}, batch_size=batch_size, seed=seed,
+                                    multiple=multiple)
+    report.overflow, report.dropped = counts, dropped
+    return batches, report
+
+
+def group_lengths(lengths: dict[int, int] | list[int], *, batch_size: int, seed: int = 0, multiple: int = 1
+                  ) -> tuple[list[list[int]], PackReport]:
+    """`group_by_length` from lengths alone (a list, or index -> length): the batches and their report.
+
+    >>> group_lengths([5, 2, 4, 3], batch_size=2)[0]
+    [[1, 3], [2, 0]]
+    """
+    lengths = dict(enumerate(lengths)) if isinstance(lengths, list) else lengths
     order = sorted(lengths, key=lambda i: (lengths[i], i))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     random.Random(seed).shuffle(batches)
-    return batches, padded_report("group_by_length", lengths, batches, multiple, counts, dropped)
+    return batches, padded_report("group_by_length", lengths, batches, multiple, {}, [])
 
 
 def padded_report(strategy: str, lengths: dict[int, int], batches: list[list[int]], multiple: int,

@@ -389,6 +389,26 @@ class ReadResult:
     n_in: int = 0
 
 
+def stream_conversations(paths: str | Path | list, result: ReadResult, *, format: str = "auto",
+                         column_map: dict[str, str] | None = None,
+                         on_error: Literal["fail", "skip"] = "fail") -> Iterator[Conversation]:
+    """`read_conversations` one conversation at a time: the row count and the rejects go to `result` as they
+    come, so a caller can render a file of any size in bounded memory."""
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"unknown on_error {on_error!r} (allowed: fail, skip)")
+    _check_options(format, column_map)
+    for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
+        for obj, out in read_rows(path, raw_rows(path), format=format, column_map=column_map):
+            result.n_in += 1
+            if isinstance(out, Conversation):
+                yield out
+            elif on_error == "fail":
+                raise out
+            else:
+                result.rejects.append({"reason": out.reason, "error": str(out), "path": out.path,
+                                       "line": out.line, "record": obj})
+
+
 def read_conversations(paths: str | Path | list, *, format: str = "auto", column_map: dict[str, str] | None = None,
                        on_error: Literal["fail", "skip"] = "fail") -> ReadResult:
     """Read one or more files. `fail` raises the first RecordError; `skip` collects it in `rejects`.
@@ -396,19 +416,8 @@ def read_conversations(paths: str | Path | list, *, format: str = "auto", column
     Rejects are {"reason", "error", "path", "line", "record"} where record is the parsed object, or the raw
     line text when it could not be parsed. Always: n_in == len(conversations) + len(rejects).
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"unknown on_error {on_error!r} (allowed: fail, skip)")
-    _check_options(format, column_map)
     result = ReadResult()
-    for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
-        for obj, out in read_rows(path, raw_rows(path), format=format, column_map=column_map):
-            result.n_in += 1
-            if isinstance(out, Conversation):
-                result.conversations.append(out)
-            elif on_error == "fail":
-                raise out
-            else:
-                result.rejects.append({"reason": out.reason, "error": str(out), "path": out.path,
-                                       "line": out.line, "record": obj})
+    result.conversations = list(stream_conversations(paths, result, format=format, column_map=column_map,
+                                                     on_error=on_error))
     assert result.n_in == len(result.conversations) + len(result.rejects)
     return result

@@ -101,6 +101,7 @@ class Example:
     boundary_tokens: int = 0  # reply edges tokenized unlike serving (0: such conversations become serving examples)
     escaped_control: bool = False
     eot_ids: list[int] = field(default_factory=list)  # ids of every control token in the trained turn endings
+    truncated: bool = False  # cut to max_length, or rendered without its oldest turns
 
     @cached_property
     def n_trained(self) -> int:

@@ -1,4 +1,5 @@
-"""The same `sftpipe train` under torchrun: 2 CPU processes (gloo) at batch b == 1 process at grad_accum 2."""
+"""The same `sftpipe train` under torchrun: 2 CPU processes (gloo) at batch b == 1 process at grad_accum 2, and
+only rank 0 renders the data (rank 1 waits, then memory-maps the same dataset)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ from safetensors.torch import load_file
 
 from sftpipe.stages.train import run
 
+COUNTING_CLI = """
+import os
+from sftpipe import tokenized
+real = tokenized.build
+def build(*args, **kwargs):
+    with open(os.environ["BUILD_LOG"], "a") as f:
+        f.write(os.environ["RANK"] + "\\n")
+    return real(*args, **kwargs)
+tokenized.build = build
+from sftpipe.cli import app
+app()
+"""
+
 DDP_TOLERANCE = 1e-5  # absolute, on every logged loss and every adapter weight (measured: 0.0)
 
 
@@ -22,11 +36,16 @@ def test_two_processes_match_one_process_with_accumulation(make_cfg, tmp_path):
     cfg = make_cfg(*common, "train.grad_accum=1", name="two")
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    builds = tmp_path / "builds.txt"
+    cli = tmp_path / "counting_cli.py"  # sftpipe's CLI with each dataset build logged with its rank
+    cli.write_text(COUNTING_CLI, encoding="utf-8")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "sftpipe.cli", "train", "-c", str(path)]
-    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                         timeout=300)
+           str(cli), "train", "-c", str(path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BUILD_LOG": str(builds),
+           "SFTPIPE_TOKENIZED_CACHE": str(tmp_path / "fresh-cache")}  # not the dataset `one` built
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert builds.read_text().split() == ["0"]
     two_dir = one.run_dir.parent / "two"
     info = json.loads((two_dir / "run.json").read_text())
     one_info = json.loads((one.run_dir / "run.json").read_text())

@@ -53,6 +53,10 @@ class RenderConfig(Section):
     # keep = train it, and an empty think block where a reply has none; empty = drop all reasoning, train
     # empty think blocks; refuse = a trained reply without reasoning on a think-prompt template is a record error.
     reasoning: Literal["keep", "empty", "refuse"] = "keep"
+    num_proc: int = Field(0, ge=0)  # processes rendering a large input: 0 = every core, 1 = this process only
+    # `sftpipe render`'s parity proof: this many examples drawn at random (seeded), plus every example that was
+    # truncated, escapes control strings in content, is one turn of a split conversation or has an unusual edge
+    parity_examples: int = Field(2000, ge=0)
 
 
 class TrainConfig(Section):

@@ -1,7 +1,9 @@
-"""`sftpipe render`: read conversations, render + mask them, write rows, the mask report and the parity proof."""
+"""`sftpipe render`: read conversations, render + mask them into the cached Arrow dataset (sftpipe.tokenized),
+write it (a `datasets` folder, or .jsonl / .parquet rows), the mask report and the sampled parity proof."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -11,13 +13,16 @@ from typing import Any
 
 from ..commit import promote
 from ..config import SftpipeConfig
-from ..dataset import MaskReport, build_examples, build_renderer, read_data
+from ..dataset import MaskReport, build_renderer
 from ..errors import ConfigError, TemplateError
-from ..io import write_json, write_jsonl, write_records
-from ..pack import group_by_length, pack
+from ..io import JSONL_SUFFIXES, PARQUET_SUFFIXES, write_json, write_jsonl, write_records
+from ..pack import group_lengths, pack_lengths
 from ..parity import check_parity, save_tokenizer
-from ..render import Example
+from ..tokenized import Tokenized, load_or_build
 from . import show
+
+
+ROW_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
 
 
 @dataclass
@@ -35,54 +40,70 @@ class RenderResult:
     rejected: int
 
 
-def example_row(ex: Example) -> dict[str, Any]:
-    """The JSON row written for one example: ids, labels, text and the record's scalar fields."""
-    meta = {k: v for k, v in ex.meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
-    return {**meta, "input_ids": ex.input_ids, "labels": ex.labels, "text": ex.text}
+def example_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The JSON row written for one dataset row: the record's scalar fields, ids, labels and text."""
+    return {**json.loads(row["meta"]), "input_ids": row["input_ids"], "labels": row["labels"], "text": row["text"]}
 
 
-def packing_report(examples: list[Example], max_length: int, overflow: str = "drop", batch_size: int = 8
-                   ) -> dict[str, Any]:
-    """Efficiency of both batching strategies on these examples (real tokens / token slots)."""
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
-    _, packed = pack(rows, max_length, overflow=overflow)
-    _, padded = group_by_length(rows, batch_size=batch_size, max_length=max_length, overflow=overflow)
+def packing_report(lengths: list[int], max_length: int, batch_size: int = 8) -> dict[str, Any]:
+    """Efficiency of both batching strategies on examples of these lengths (real tokens / token slots); every
+    rendered example fits max_length, so no overflow policy applies."""
+    _, packed = pack_lengths(lengths, max_length)
+    _, padded = group_lengths(lengths, batch_size=batch_size)
     return {"packed": vars(packed), "padded": vars(padded)}
 
 
+def write_rows(tk: Tokenized, path: Path) -> None:
+    """The dataset at `path`: a `datasets` folder (load_from_disk), or rows in a .jsonl / .parquet file."""
+    if path.suffix.lower() not in ROW_SUFFIXES:
+        from datasets import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+        shown = is_progress_bar_enabled()
+        disable_progress_bars()  # our console shows progress, not the library's
+        try:
+            tk.dataset.save_to_disk(str(path), num_shards=len(tk.dataset.cache_files))
+        finally:
+            if shown:
+                enable_progress_bars()
+        return
+    rows = (example_row(r) for batch in tk.dataset.iter(batch_size=1024)
+            for r in (dict(zip(batch, v)) for v in zip(*batch.values())))
+    write_records(path, rows)
+
+
 def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: bool = True) -> RenderResult:
-    """Render the `data.<split>` files of `cfg` to `output` (.jsonl or .parquet) plus side reports."""
+    """Render the `data.<split>` files of `cfg` to `output` (a `datasets` folder, or .jsonl / .parquet rows)
+    plus side reports."""
     paths = getattr(cfg.data, split)
     if not paths:
         raise ConfigError("config", [f"data.{split}: no input files; fix: set data.{split} or pass --input"])
     if Path(output).resolve() in {Path(p).resolve() for p in paths}:
         raise ConfigError("--output", [f"{output} is also an input (data.{split}); fix: write the rows to another "
                                        "file"])
-    read = read_data(cfg.data, paths, f"data.{split}")
     renderer = build_renderer(cfg.model, cfg.template, cfg.render)
-    examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
-                                             truncation=cfg.render.truncation, on_error=cfg.data.on_error,
-                                             progress=show.tracker()("render", len(read.conversations))
-                                             if progress else None)
+    tk = load_or_build(cfg.data, cfg.render, renderer, list(paths), f"data.{split}",
+                       progress=show.tracker() if progress else None)
+    mask = tk.mask
     output = Path(output)
     stem = output.name.split(".")[0]
     names = {"rows": output.name, "rejects": f"{stem}.rejects.jsonl", "tokenizer": f"{stem}.tokenizer",
              "parity": f"{stem}.parity.json", "report": f"{stem}.mask_report.json"}
-    all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
-    packing = packing_report(examples, cfg.render.max_length, cfg.render.overflow)
-    report = {"records_in": read.n_in, "records_rendered": mask.conversations_kept,
-              "records_rejected": len(all_rejects), "template": {"name": renderer.template.name,
-                                                                 "sha256": renderer.template.sha256},
+    packing = packing_report(tk.column("length"), cfg.render.max_length)
+    report = {"records_in": tk.records_in, "records_rendered": mask.conversations_kept,
+              "records_rejected": len(tk.rejects), "template": {"name": renderer.template.name,
+                                                                "sha256": renderer.template.sha256},
               "added_tokens": renderer.added_tokens, "mask": mask.to_dict(), "packing": packing}
 
     # Everything is written beside the output, proven, then moved into place with the marker last
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".render", dir=output.parent))
     try:
-        write_records(staging / names["rows"], [example_row(e) for e in examples])
-        if all_rejects:
-            write_jsonl(staging / names["rejects"], all_rejects)
-        parity = check_parity(save_tokenizer(renderer.tokenizer, staging / names["tokenizer"]), examples)
+        write_rows(tk, staging / names["rows"])
+        if tk.rejects:
+            write_jsonl(staging / names["rejects"], tk.rejects)
+        indices, sample = tk.parity_indices(cfg.render.parity_examples)
+        parity = {**check_parity(save_tokenizer(renderer.tokenizer, staging / names["tokenizer"]),
+                                 tk.examples(indices)), "sample": sample}
         write_json(staging / names["parity"], parity)
         write_json(staging / names["report"], report)
         if parity["text_mismatches"] or parity["token_mismatches"]:
@@ -94,7 +115,7 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
         promote(staging, output.parent, list(names.values()), f"{stem}.render.json", stage="render", version=1)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    rejects_path = output.with_name(names["rejects"]) if all_rejects else None
+    rejects_path = output.with_name(names["rejects"]) if tk.rejects else None
     report_path, parity_path = output.with_name(names["report"]), output.with_name(names["parity"])
-    return RenderResult(output, report_path, parity_path, rejects_path, mask, packing, parity, read.n_in,
-                        len(all_rejects))
+    return RenderResult(output, report_path, parity_path, rejects_path, mask, packing, parity, tk.records_in,
+                        len(tk.rejects))

@@ -79,7 +79,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     max_tokens = resolve_max_tokens(tcfg.max_tokens, device)
     pad_multiple = resolve_pad_multiple(tcfg.pad_to_multiple_of, device, precision)
     split = functools.partial(load_split, cfg, renderer, batching=batching, seed=tcfg.seed, max_tokens=max_tokens,
-                              pad_multiple=pad_multiple, progress=show.tracker() if progress and main else None)
+                              pad_multiple=pad_multiple, progress=show.tracker() if progress and main else None,
+                              builds=args.local_process_index == 0)
     train, evals = split("train"), split("eval")
     hashes = {"train_hash": train.hash, "eval_hash": evals.hash if evals else None}
     old = read_info(folder.path) if resume else None
@@ -111,7 +112,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         versions=versions(), git=git, git_commit=(git or {}).get("commit"),
         resumed_from=(old.resumed_from if old else []) + ([resume_from.name] if resume_from else []))
     if main:
-        sample = (train.examples + (evals.examples if evals else []))[: tcfg.parity_examples]
+        sample = train.parity_sample(tcfg.parity_examples)
+        sample += evals.parity_sample(tcfg.parity_examples - len(sample)) if evals else []
         folder.write_start(info, tokenizer, sample, generation_config(base_path, tokenizer, eot_ids, pad_id),
                            train.rejects + (evals.rejects if evals else []))
     if progress and main:

@@ -1,4 +1,5 @@
-"""Training data: conversation files -> masked examples -> micro-batches, with content hashes.
+"""Training data: conversation files -> masked examples (the cached Arrow dataset, sftpipe.tokenized) ->
+micro-batches, with content hashes.
 
 Each dataset item is one whole micro-batch, `{"rows": [...]}`: a length-grouped group of examples (padded
 batching) or up to `batch_size` packs (packed batching). The Trainer's loader therefore uses batch size 1 and its
@@ -17,10 +18,12 @@ import torch
 
 from ..collate import PackedCollator, PaddedCollator
 from ..curated import files_hash, require_curated
-from ..dataset import MaskReport, Tracker, build_examples, read_data, stratified_indices
+from ..dataset import MaskReport, Tracker, stratified_indices
 from ..errors import ConfigError
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
 from ..render import ChatRenderer, Example
+from ..tokenized import Tokenized, load_or_build
+from .lifecycle import barrier
 from .trainer import trained_index
 
 @dataclass
@@ -38,6 +41,12 @@ class SplitData:
     rejects: list[dict] = field(default_factory=list)
     repeated: dict[str, int] = field(default_factory=dict)  # examples repeated per category (train.category_floor)
     left_out: int = 0  # examples not drawn into the stratified sample (train.eval_limit)
+    tokenized: Tokenized | None = None  # the dataset the examples come from (meta "row": their row in it)
+
+    def parity_sample(self, n: int) -> list[Example]:
+        """The first `n` examples in full (text and messages too), for the parity proof."""
+        rows = [e.meta["row"] for e in self.examples[: max(n, 0)]]
+        return self.tokenized.examples(rows) if rows else []
 
     @property
     def tokens(self) -> int:
@@ -197,9 +206,10 @@ def end_of_turn_ids(examples: list[Example]) -> list[int]:
 
 
 def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: int, max_tokens: int | None = None,
-               pad_multiple: int = 1, progress: Tracker | None = None) -> SplitData | None:
-    """Read, render and batch `data.<split>` of `cfg` (None when the split lists no files); `progress(label,
-    total)` returns the callback that counts rendered conversations."""
+               pad_multiple: int = 1, progress: Tracker | None = None, builds: bool = True) -> SplitData | None:
+    """Render (or memory-map the cached render of, see sftpipe.tokenized) and batch `data.<split>` of `cfg`; None
+    when the split lists no files. Under several processes, the ones with `builds` (one per machine) render while
+    the others wait, then map the same dataset; `progress(label, total)` returns the callback that counts rows."""
     paths = list(getattr(cfg.data, split))
     if not paths:
         if split == "train":
@@ -207,14 +217,17 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
         return None
     for p in paths:
         require_curated(p)
-    read = read_data(cfg.data, paths, f"data.{split}")
-    examples, rejects, mask = build_examples(read.conversations, renderer, max_length=cfg.render.max_length,
-                                             truncation=cfg.render.truncation, on_error=cfg.data.on_error,
-                                             progress=progress(f"render {split}", len(read.conversations))
-                                             if progress else None)
+    data_hash = files_hash(paths)
+    if not builds:
+        barrier()  # until the builder has committed the dataset
+    tk = load_or_build(cfg.data, cfg.render, renderer, paths, f"data.{split}", data_hash=data_hash,
+                       progress=progress)
+    if builds:
+        barrier()
+    examples = tk.token_examples()
     if not examples:
-        raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(rejects)} rejected, "
-                                     f"reasons {mask.rejected}); fix: check the files and render.max_length"])
+        raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(tk.rejects)} rejected, "
+                                     f"reasons {tk.mask.rejected}); fix: check the files and render.max_length"])
     left_out = 0
     if split == "eval" and cfg.train.eval_limit:
         keep = set(stratified_indices(example_groups(examples), cfg.train.eval_limit, seed))
@@ -225,9 +238,8 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     items, report = make_items(examples, batching=batching, batch_size=cfg.train.batch_size,
                                max_length=cfg.render.max_length, overflow=cfg.render.overflow, seed=seed,
                                max_tokens=max_tokens, pad_multiple=pad_multiple)
-    all_rejects = [{**r, "stage": r.get("stage", "read")} for r in read.rejects] + rejects
-    return SplitData(split, [str(p) for p in paths], files_hash(paths), examples, items, report, mask, read.n_in,
-                     all_rejects, repeated, left_out)
+    return SplitData(split, [str(p) for p in paths], data_hash, examples, items, report, tk.mask, tk.records_in,
+                     tk.rejects, repeated, left_out, tk)
 
 
 def example_groups(examples: list[Example], key: str = "category") -> list[str]:
