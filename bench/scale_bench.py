@@ -77,10 +77,10 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def measure(cmd: list[str], cwd: Path) -> dict:
-    """Run `cmd`; wall seconds, peak tree RSS (GiB) and the exit code."""
+def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Run `cmd`; wall seconds, peak tree RSS (GiB), the exit code and the last line it printed."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     peak, done = 0, threading.Event()
 
     def poll() -> None:
@@ -95,7 +95,8 @@ def measure(cmd: list[str], cwd: Path) -> dict:
     seconds = time.perf_counter() - t0
     if proc.returncode:
         print(out[-3000:], file=sys.stderr)
-    return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak / 2**30, 3), "rc": proc.returncode}
+    return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak / 2**30, 3), "rc": proc.returncode,
+            "last_line": out.strip().splitlines()[-1] if out.strip() else ""}
 
 
 def json_floor(path: Path) -> float:
@@ -116,6 +117,7 @@ def curate(path: Path, n: int, work: Path, executor: str) -> dict:
     cfg.write_text(json.dumps({"curate": {"inputs": [str(path)], "out_dir": str(out), "workers": os.cpu_count(),
                                           "progress": False, "executor": {"kind": executor}}}), encoding="utf-8")
     res = measure([SFTPIPE, "curate", "-c", str(cfg)], work)
+    res.pop("last_line")
     res["records_per_s"] = round(n / res["seconds"], 1)
     report = out / "report.json"
     if report.is_file():
@@ -173,10 +175,24 @@ def main() -> None:
                   f"memory exponent {b['exponent_rss_from_prev']}")
         if rows:
             results[f"curate_{executor}"] = rows
-    if "render" in only:
-        from render_scale import render_rows  # the render side, measured the same way
-
-        results["render"] = render_rows(sizes, args.data_dir, export, measure, exponent)
+    rows = []
+    for n in sizes if "render" in only else []:
+        path = export(n, args.data_dir)
+        with tempfile.TemporaryDirectory(dir=args.data_dir) as work:
+            env = {**os.environ, "SFTPIPE_TOKENIZED_CACHE": str(Path(work) / "cache")}
+            res = measure([sys.executable, str(ROOT / "bench" / "render_scale.py"), str(path),
+                           str(Path(work) / "out")], Path(work), env)
+        inner = json.loads(res.pop("last_line")) if res["rc"] == 0 else {}
+        res = {"n": n, **res, **inner}
+        rows.append(res)
+        print(f"render {n:>9,}: {res['seconds']:8.1f} s (rendering {inner.get('seconds')} s, "
+              f"{inner.get('records_per_s')} rec/s = {inner.get('ratio_to_floor')}x the tokenizer floor)  "
+              f"peak {res['peak_rss_gib']:.2f} GiB", flush=True)
+    for a, b in zip(rows, rows[1:]):
+        b["exponent_seconds_from_prev"] = exponent(a, b)
+        b["exponent_rss_from_prev"] = exponent(a, b, "peak_rss_gib")
+    if rows:
+        results["render"] = rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -12,10 +12,10 @@ second call with the same key memory-maps it and renders nothing. Memory stays b
 from __future__ import annotations
 
 import hashlib
-import random
 import json
 import multiprocessing
 import os
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
