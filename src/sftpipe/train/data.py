@@ -20,6 +20,7 @@ from ..collate import PackedCollator, PaddedCollator
 from ..curated import files_hash, require_curated
 from ..dataset import MaskReport, Tracker, stratified_indices
 from ..errors import ConfigError
+from ..io import require_files
 from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
 from ..render import ChatRenderer, Example
 from ..tokenized import Tokenized, load_or_build
@@ -215,6 +216,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
         if split == "train":
             raise ConfigError("config", ["data.train: no input files; fix: set data.train or pass --input"])
         return None
+    require_files(paths, f"data.{split}")
     for p in paths:
         require_curated(p)
     data_hash = files_hash(paths)
