@@ -9,7 +9,6 @@ strata); records themselves stay on disk until the outputs are written.
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from ..config.curate import CurateConfig
 from .dedup import Dedup
 from .minhash import Sketch
-from .mix import general_count
+from .mix import pick
 from .quality import Quality
 from .shard import NOT_DROPPED, task_rows
 from .split import MISSING, Split, group_views
@@ -163,23 +162,14 @@ def _mix(cfg: CurateConfig, mix: Stream, alive: dict, out: Decisions) -> np.ndar
     t0 = time.perf_counter()
     pool = np.flatnonzero(alive[mix.prefix])
     n_main = int(alive[next(k for k in alive if k != mix.prefix)].sum())
-    want = general_count(n_main, cfg.mix.ratio)
-    take = min(want, len(pool))
-    chosen = set(random.Random(cfg.mix.seed).sample(range(len(pool)), take))
-    details = {"ratio": cfg.mix.ratio, "wanted": want, "available": len(pool)}
-    for k, row in enumerate(pool.tolist()):
-        if k not in chosen:
-            out.drops[mix.prefix][row] = ("mix", "not_sampled", details)
-    total = n_main + take
-    stats = {"general_available": len(pool), "general_wanted": want, "general_added": take,
-             "achieved_ratio": round(take / total, 4) if total else 0.0}
-    if take < want:
-        stats["warning"] = (f"general source has {len(pool)} usable records, {want} were needed for ratio "
-                            f"{cfg.mix.ratio}; fix: give a larger source or lower the ratio")
-    out.stats["mix"] = stats
-    out.mixed = {"in": n_main + len(pool), "out": total}
+    picked, out.stats["mix"], details = pick(n_main, len(pool), cfg.mix)
+    left = np.ones(len(pool), dtype=bool)
+    left[picked] = False
+    for row in pool[left].tolist():
+        out.drops[mix.prefix][row] = ("mix", "not_sampled", details)
+    out.mixed = {"in": n_main + len(pool), "out": n_main + len(picked)}
     out.seconds["mix"] = time.perf_counter() - t0
-    return pool[sorted(chosen)]
+    return pool[picked]
 
 
 def _split(cfg: CurateConfig, main: Stream, mix: Stream | None, alive_main: np.ndarray, picked: np.ndarray,

@@ -25,6 +25,33 @@ def general_count(n_main: int, ratio: float) -> int:
     return round(ratio * n_main / (1.0 - ratio)) if ratio > 0 else 0
 
 
+def pick(n_main: int, n_pool: int, cfg: MixConfig) -> tuple[list[int], dict[str, Any], dict[str, Any]]:
+    """Which pool records to add (sorted positions: a seeded sample), the stage's stats, and the details of a
+    record left out (`not_sampled`).
+
+    >>> pick(8, 5, MixConfig(enabled=True, source="x", ratio=0.2, seed=0))[1]["general_added"]
+    2
+    """
+    want = general_count(n_main, cfg.ratio)
+    take = min(want, n_pool)
+    picked = sorted(random.Random(cfg.seed).sample(range(n_pool), take))
+    total = n_main + take
+    stats: dict[str, Any] = {"general_available": n_pool, "general_wanted": want, "general_added": take,
+                             "achieved_ratio": round(take / total, 4) if total else 0.0}
+    if take < want:
+        stats["warning"] = (f"general source has {n_pool} usable records, {want} were needed for ratio {cfg.ratio}; "
+                            "fix: give a larger source or lower the ratio")
+    return picked, stats, {"ratio": cfg.ratio, "wanted": want, "available": n_pool}
+
+
+def tag(meta: dict[str, Any], cfg: MixConfig, field: str | None) -> dict[str, Any]:
+    """A picked record's extra fields: the mix label, and `field` (the split's stratum) set to it if missing."""
+    meta = {**meta, "mix": cfg.label}
+    if field and field not in meta:
+        meta[field] = cfg.label
+    return meta
+
+
 class Mix:
     """Append a seeded sample of the general pool to the main records (main records first, in order)."""
 
@@ -39,26 +66,12 @@ class Mix:
         return len(convs) + len(self.general)
 
     def apply(self, convs: list[Conversation], pool=None, progress=None) -> tuple[list[Conversation], list[Drop]]:
-        want = general_count(len(convs), self.cfg.ratio)
-        take = min(want, len(self.general))
-        picked = set(random.Random(self.cfg.seed).sample(range(len(self.general)), take))
-        added, dropped = [], []
-        for i, conv in enumerate(self.general):
-            if i in picked:
-                meta = {**conv.meta, "mix": self.cfg.label}
-                if self.field and self.field not in meta:
-                    meta[self.field] = self.cfg.label
-                added.append(Conversation(conv.messages, meta, conv.source))
-            else:
-                dropped.append(Drop(conv, self.name, "not_sampled", {"ratio": self.cfg.ratio, "wanted": want,
-                                                                     "available": len(self.general)}))
-        total = len(convs) + len(added)
-        self.stats.update({"general_available": len(self.general), "general_wanted": want,
-                           "general_added": len(added), "achieved_ratio": round(len(added) / total, 4) if total
-                           else 0.0})
-        if take < want:
-            self.stats["warning"] = (f"general source has {len(self.general)} usable records, {want} were needed "
-                                     f"for ratio {self.cfg.ratio}; fix: give a larger source or lower the ratio")
+        picked, stats, details = pick(len(convs), len(self.general), self.cfg)
+        chosen = set(picked)
+        added = [Conversation(c.messages, tag(c.meta, self.cfg, self.field), c.source) for i, c in
+                 enumerate(self.general) if i in chosen]
+        dropped = [Drop(c, self.name, "not_sampled", details) for i, c in enumerate(self.general) if i not in chosen]
+        self.stats.update(stats)
         if progress:
             progress(len(convs))
         return list(convs) + added, dropped

@@ -37,6 +37,7 @@ from .decontam import Decontaminate
 from .dedup import Dedup
 from .engine import EngineConfig, cores, plan_shards, run_tasks
 from .filters import Filters
+from .mix import tag
 from .normalize import Normalize
 from .pii import Pii
 from .policy import Policy
@@ -222,7 +223,10 @@ def _write(out_dir: Path, cfg: CurateConfig, inputs: list[dict], streams: list, 
                 else:
                     record = row["states"][row["final"]]
                     name = decisions.splits[stream.prefix][k] if cfg.split.enabled else "train"
-                    outs[name].add(_mixed(record, cfg) if stream.prefix else record)
+                    if stream.prefix:  # a picked record of the mix stream
+                        record = {**tag({k: v for k, v in record.items() if k != "messages"}, cfg.mix,
+                                        cfg.split.by), "messages": record["messages"]}
+                    outs[name].add(record)
                 if tick:
                     tick(1)
         order += (["mix"] if cfg.mix.enabled else []) + (["split"] if cfg.split.enabled else [])
@@ -264,15 +268,6 @@ def _report(cfg: CurateConfig, inputs: list[dict], tally: _Tally, order: list[st
             "seconds_total": round(time.perf_counter() - t_start, 3), "inputs": inputs,
             "hash_definition": curated.HASH_DEFINITION + ". report.json itself is not hashed (it holds timings).",
             "config": cfg.model_dump(mode="json")}
-
-
-def _mixed(record: dict, cfg: CurateConfig) -> dict:
-    """A picked general record, tagged with the mix label (and its stratum field, if missing)."""
-    meta = {k: v for k, v in record.items() if k != "messages"}
-    meta["mix"] = cfg.mix.label
-    if cfg.split.by and cfg.split.by not in meta:
-        meta[cfg.split.by] = cfg.mix.label
-    return {**meta, "messages": record["messages"]}
 
 
 class _Out:
