@@ -152,3 +152,27 @@ def test_disabled_stages_do_not_run(tmp_path):
     assert [s["stage"] for s in res.report["stages"]] == ["read", "normalize", "pii"]
     assert set(res.files) == {"train.jsonl", "rejected.jsonl", "report.json"}
     assert res.counts["rejected"] == 3  # BAD1, BAD2, Z001
+
+
+def test_the_judge_reads_its_sample_from_the_shards(tmp_path):
+    """The quality judge sees the records of its seeded sample as they reached the quality stage."""
+    from http.server import HTTPServer
+    import threading
+
+    from .test_curate_stages import _Judge
+
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = {"enabled": True, "url": f"http://127.0.0.1:{server.server_port}/v1", "sample": 5, "weight": 1.0,
+                 "timeout_s": 5}
+        res = run_curate([RAW], config(quality={"min_score": 0.5, "judge": judge}), tmp_path / "out")
+    finally:
+        server.shutdown()
+    stats = next(s for s in res.report["stages"] if s["stage"] == "quality")["stats"]
+    assert stats["judged"] == 5 and stats["judge_failed"] == 0
+    low = [r["details"] for r in read_jsonl(res.files["rejected.jsonl"]) if r["reason"] == "low_quality"]
+    assert all(d["parts"] for d in low)
+    # the judge rates "ok ok" replies 2/10: it read the sampled record's text, and its rating is the score
+    judged = [d for d in low if "judge" in d]
+    assert judged and all(d["judge"] == d["score"] == pytest.approx(1 / 9, abs=1e-3) for d in judged)
