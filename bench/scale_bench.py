@@ -183,9 +183,9 @@ def main() -> None:
             res = measure([sys.executable, str(ROOT / "bench" / "render_scale.py"), str(path),
                            str(Path(work) / "out")], Path(work), env)
         inner = json.loads(res.pop("last_line")) if res["rc"] == 0 else {}
-        res = {"n": n, **res, **inner}
+        res = {"n": n, "wall_seconds": res.pop("seconds"), **res, **inner}
         rows.append(res)
-        print(f"render {n:>9,}: {res['seconds']:8.1f} s (rendering {inner.get('seconds')} s, "
+        print(f"render {n:>9,}: {res['wall_seconds']:8.1f} s (rendering {inner.get('seconds')} s, "
               f"{inner.get('records_per_s')} rec/s = {inner.get('ratio_to_floor')}x the tokenizer floor)  "
               f"peak {res['peak_rss_gib']:.2f} GiB", flush=True)
     for a, b in zip(rows, rows[1:]):
