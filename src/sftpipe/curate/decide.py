@@ -95,7 +95,7 @@ def decide(cfg: CurateConfig, main: Stream, mix: Stream | None, quality: Quality
         picked = _mix(cfg, mix, alive, out)
     if cfg.split.enabled:
         t0 = time.perf_counter()
-        _split(cfg, main, mix, alive[main.prefix], picked, out)
+        _split(cfg, main, mix, at, alive[main.prefix], picked, out)
         out.seconds["split"] = time.perf_counter() - t0
     return out
 
@@ -172,14 +172,14 @@ def _mix(cfg: CurateConfig, mix: Stream, alive: dict, out: Decisions) -> np.ndar
     return pool[picked]
 
 
-def _split(cfg: CurateConfig, main: Stream, mix: Stream | None, alive_main: np.ndarray, picked: np.ndarray,
+def _split(cfg: CurateConfig, main: Stream, mix: Stream | None, at: dict, alive_main: np.ndarray, picked: np.ndarray,
            out: Decisions) -> None:
     """Assign every kept row (main, then the picked mix rows) to a split."""
     split = Split(cfg.split, cfg.strict)
     parts = [(main, np.flatnonzero(alive_main), False)] + ([(mix, picked, True)] if mix is not None else [])
     finals, strata, views = [], [], {"prompt": [], "dialogue": []}
     for stream, rows, mixed in parts:
-        final_rows = np.flatnonzero(stream.concat("at").astype(np.int64) == NOT_DROPPED)
+        final_rows = np.flatnonzero(at[stream.prefix] == NOT_DROPPED)
         k = np.searchsorted(final_rows, rows)  # feature index of each row among the stream's final rows
         labels = stream.concat("strata").tolist()
         for i in k.tolist():  # [has the field, its value as a string or None]; mixing fills a missing field

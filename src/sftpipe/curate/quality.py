@@ -57,7 +57,16 @@ def heuristic_parts(conv: Conversation) -> dict[str, float]:
 
 def heuristic_score(conv: Conversation) -> float:
     """Product of `heuristic_parts`."""
-    return round(math.prod(heuristic_parts(conv).values()), 4)
+    return score_of(heuristic_parts(conv))
+
+
+def score_of(parts: dict[str, float]) -> float:
+    """The heuristic score of computed parts: their product, rounded.
+
+    >>> score_of({"length": 1.0, "repetition": 0.5})
+    0.5
+    """
+    return round(math.prod(parts.values()), 4)
 
 
 def _render(conv: Conversation) -> str:

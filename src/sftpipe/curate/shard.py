@@ -5,7 +5,7 @@ Per-record stages are pure, so a task runs all of them on its rows in pipeline o
 that drops a row. The global stages (dedup, quality, split) decide later, over every shard at once, from what
 the task computed here: the record as it reached each global stage, its dedup key's exact digest and MinHash
 sketch, its quality score, and the split's two sketches. A task writes `<task>.rows.jsonl` (one line per input
-row, in input order) and `<task>.features.npz`, each beside and renamed into place, so a killed task leaves
+row, in input order) and `<task>.npz`, each beside and renamed into place, so a killed task leaves
 nothing and a rerun repeats it whole.
 """
 
@@ -32,7 +32,7 @@ from .dedup import Dedup, embed, exact_digest
 from .engine import Shard, shard_rows
 from .minhash import NearIndex, Sketch
 from .pii import redact_text
-from .quality import heuristic_parts, heuristic_score
+from .quality import heuristic_parts, score_of
 
 READ, NOT_DROPPED = -1, 32767  # `at` of a row the reader rejected, and of a row no per-record stage dropped
 PARSE_ERRORS = ("parse", "invalid_utf8")  # reader reasons for a line that is not a JSON object at all
@@ -101,13 +101,11 @@ class ShardTask:
         extras: dict[str, dict] = {}
         for k, stage in enumerate(self.stages):
             if stage is None:  # a global stage: remember the record as it arrives there
-                rec = conv.to_record()
-                if not states or states[-1] != rec:
-                    states.append(rec)
-                reached[self.globals_at[k]] = len(states) - 1
-                feats.add_at(self.globals_at[k], conv, row["id"])
-                if self.globals_at[k] == "quality":
+                name = self.globals_at[k]
+                reached[name] = _state(states, conv)
+                if name == "quality":
                     row["parts"] = heuristic_parts(conv)
+                feats.add_at(name, conv, row["id"], row.get("parts"))
                 continue
             t0 = time.perf_counter()
             result, extra = stage.safe_process(conv)
@@ -115,15 +113,11 @@ class ShardTask:
             if extra:
                 extras[stage.name] = extra
             if isinstance(result, Drop):
-                result.stage = stage.name
                 row.update(drop=self._rejected(result, stage.name), at=k)
                 break
             conv = result
         else:
-            rec = conv.to_record()
-            if not states or states[-1] != rec:
-                states.append(rec)
-            row["final"] = len(states) - 1
+            row["final"] = _state(states, conv)
             feats.add_final(conv)
         row.update(states=states, reached=reached, extras=extras)
         return row
@@ -135,6 +129,14 @@ class ShardTask:
         if self.scrub is not None and stage in SCRUBBED:
             rec["record"] = scrub(rec["record"], self.scrub)
         return rec
+
+
+def _state(states: list[dict], conv: Conversation) -> int:
+    """The index in `states` of the record as it is now (appended unless the last state equals it)."""
+    rec = conv.to_record()
+    if not states or states[-1] != rec:
+        states.append(rec)
+    return len(states) - 1
 
 
 def scrub(obj: Any, cfg) -> Any:
@@ -160,12 +162,12 @@ class _Features:
         self.dialogues: list[str] = []
         self.strata: list[str] = []
 
-    def add_at(self, name: str, conv: Conversation, rid: Any) -> None:
+    def add_at(self, name: str, conv: Conversation, rid: Any, parts: dict | None = None) -> None:
         if name == "dedup":
             self.dedup_texts.append(self.views.dedup.key(conv))
             self.dedup_ids.append(json.dumps(rid))
         elif name == "quality":
-            self.scores.append(heuristic_score(conv))
+            self.scores.append(score_of(parts))
 
     def add_final(self, conv: Conversation) -> None:
         value = conv.meta.get(self.stratum) if self.stratum else None
