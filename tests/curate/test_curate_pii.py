@@ -205,3 +205,26 @@ def test_street_addresses_of_many_countries(text, value):
                                   "The box had 24 Rue Cler postcards.", "We're on Route 66 near exit 12."])
 def test_address_look_alikes_are_not_addresses(text):
     assert [t for t, _ in types_of(text) if t == "ADDRESS"] == []
+
+
+def test_the_phone_precheck_never_hides_a_phone_the_matcher_finds():
+    """Texts skip the matcher when none of its candidates has 7 digits; on texts full of phones, ids, amounts,
+    dates and extensions the result equals the matcher's own."""
+    rng = random.Random(5)
+    texts = [text for text, _ in make_set(600, seed=3)]
+    texts += [line for line in Path("tests/assets/pii/labelled.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts += ["call 555-0132 ext 4567", "ref HB-842571, total 258.94 on 2024-05-01", "+683 4002", "x 12 34 5",
+              "dial 020 7946 0958 or ０２０ ７９４６ ０９５８", "ids 123456 and 7654321", "(415)555-0132x12"]
+    texts += [" ".join(str(rng.randint(0, 10 ** rng.randint(1, 8))) + rng.choice(["", "-", " ", ".", "/"])
+                       for _ in range(rng.randint(1, 6))) for _ in range(500)]
+    hidden = [t for t in texts if pii._phone_spans(t, "US") != pii._matched_phones(t, "US")]
+    assert hidden == []
+    assert sum(bool(pii._matched_phones(t, "US")) for t in texts) > 100  # the sample does hold phones
+
+
+def test_short_texts_share_cached_spans_and_stay_unchanged():
+    text = "Kwame Mensah, +44 20 7946 0958"
+    first = find_pii(text)
+    assert [s.type for s in first] == ["PERSON", "PHONE"]
+    first.append(Span(0, 1, "X", "K"))  # a caller's edit must not reach the cache
+    assert find_pii(text) == pii._find(text, PII_TYPES, "US") == first[:2]

@@ -308,3 +308,21 @@ def test_default_config_round_trips():
     cfg = CurateConfig()
     assert CurateConfig.model_validate(json.loads(cfg.model_dump_json())) == cfg
     assert Path(cfg.decontaminate.eval_sets["ifeval"]).name == "builtin:ifeval"
+
+
+def test_plain_ascii_skips_ftfy_with_the_same_result():
+    """ASCII without control characters is returned by ftfy as is, so normalize skips it; random ASCII with
+    controls, \\r and escapes gives what ftfy gives."""
+    import random
+
+    import ftfy
+
+    from sftpipe.curate.normalize import clean_whitespace
+
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)] + ["\r\n", "\x1b[31m", "&amp;", "  ", "\n\n\n"]
+    cfg = NormalizeConfig()
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        want = clean_whitespace(ftfy.fix_text(text, normalization="NFKC", unescape_html=False))
+        assert normalize_text(text, cfg) == want, repr(text)

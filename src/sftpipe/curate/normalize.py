@@ -21,6 +21,9 @@ _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# ASCII that ftfy leaves as is: no control characters but tab and newline (terminal escapes, \r and the rest are
+# ftfy's to fix); mojibake, quotes, ligatures, widths and normal forms all need non-ASCII characters
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def clean_whitespace(text: str) -> str:
@@ -48,9 +51,9 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
     'café fine'
     """
     form = None if cfg.unicode == "none" else cfg.unicode
-    if cfg.fix_mojibake:
+    if cfg.fix_mojibake and not (text.isascii() and not _ASCII_CONTROL.search(text)):
         text = ftfy.fix_text(text, normalization=form, unescape_html=False)
-    elif form:
+    elif form and not text.isascii():
         text = unicodedata.normalize(form, text)
     if cfg.whitespace:
         text = clean_whitespace(text)

@@ -33,8 +33,10 @@ import dataclasses
 import ipaddress
 import re
 from collections import Counter
+from functools import lru_cache
 
 import phonenumbers
+from phonenumbers import phonenumbermatcher
 
 from ..conversation import Conversation
 from .base import Drop, Outcome, RecordStage
@@ -50,6 +52,10 @@ _CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
 _PHONE_LAYOUT = re.compile(r"^\+|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$|^\d{3,5}[\s.-]\d{3,4}[\s.-]?\d{3,4}$")
 _SEVEN_DIGITS = re.compile(r"\d(?:\D*\d){6}")
+# the matcher's own candidate pattern (digit blocks, phone punctuation, extensions): a text where no candidate has 7
+# digits holds no phone, so the costly parse of order ids and amounts is skipped
+_PHONE_CANDIDATE: re.Pattern = phonenumbermatcher._PATTERN
+SHORT = 64  # texts up to this length (names, ids, categories in a record's fields) repeat: their spans are cached
 _ID_BEFORE = re.compile(r"(?:#|[A-Za-z]-|(?i:order|ref|reference|ticket|invoice|tracking|case|id|no\.?|code|coupon|"
                         r"voucher|promo)(?:\s+(?:number|no\.?|id|code|#))?(?:\s+is)?\s*[:#]?\s*)$")
 
@@ -92,8 +98,13 @@ def _card_spans(text: str) -> list[Span]:
 
 
 def _phone_spans(text: str, region: str) -> list[Span]:
-    if not _SEVEN_DIGITS.search(text):
+    if not any(_SEVEN_DIGITS.search(m.group()) for m in _PHONE_CANDIDATE.finditer(text)):
         return []
+    return _matched_phones(text, region)
+
+
+def _matched_phones(text: str, region: str) -> list[Span]:
+    """Phones libphonenumber's matcher finds in `text` that are valid or laid out as phones, not ids."""
     out = []
     for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
         raw = m.raw_string
@@ -110,6 +121,17 @@ def find_pii(text: str, types: tuple[str, ...] | list[str] = PII_TYPES, region: 
     >>> [(s.type, s.value) for s in find_pii("Mail jo@x.org or call (415) 555-0132, Mr. Alvarez.")]
     [('EMAIL', 'jo@x.org'), ('PHONE', '(415) 555-0132'), ('PERSON', 'Alvarez')]
     """
+    if len(text) <= SHORT:
+        return list(_find_short(text, tuple(types), region))
+    return _find(text, types, region)
+
+
+@lru_cache(maxsize=2**16)
+def _find_short(text: str, types: tuple[str, ...], region: str) -> tuple[Span, ...]:
+    return tuple(_find(text, types, region))
+
+
+def _find(text: str, types, region: str) -> list[Span]:
     found: list[Span] = []
     if "EMAIL" in types:
         found += [Span(m.start(), m.end(), "EMAIL", m.group()) for m in _EMAIL.finditer(text)]
@@ -125,6 +147,8 @@ def find_pii(text: str, types: tuple[str, ...] | list[str] = PII_TYPES, region: 
         found += _address_spans(text)
     if "PERSON" in types:
         found += _person_spans(text)
+    if len(found) < 2:
+        return found
     chosen: list[Span] = []
     taken = [False] * (len(text) + 1)
     for span in found:  # priority = order found
