@@ -41,8 +41,10 @@ def test_the_dataset_is_build_examples_token_for_token(tmp_path, monkeypatch):
     assert tk.examples() == [scalar_meta(e) for e in examples]
     assert tk.mask.to_dict() == mask.to_dict() and tk.records_in == read.n_in
     light = tk.token_examples()
-    assert [(e.input_ids, e.labels, e.eot_positions) for e in light] == \
+    assert [(e.input_ids.tolist(), e.labels.tolist(), e.eot_positions) for e in light] == \
         [(e.input_ids, e.labels, e.eot_positions) for e in examples]
+    mapped = light[0].input_ids  # a view into the memory-mapped shard, not a copy
+    assert not mapped.flags.owndata and not mapped.flags.writeable
 
 
 def test_a_process_pool_renders_the_same_rows(tmp_path, monkeypatch):

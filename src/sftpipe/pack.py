@@ -1,6 +1,7 @@
 """Batching strategies for rendered examples: best-fit-decreasing packing and length-grouped padded batches.
 
-An example is `{"input_ids": list[int], "labels": list[int]}` with unshifted labels (IGNORE_INDEX = not trained).
+An example is `{"input_ids": list[int], "labels": list[int]}` with unshifted labels (IGNORE_INDEX = not trained);
+the two may also be 1-d numpy arrays (views into a memory-mapped dataset, see sftpipe.tokenized), kept uncopied.
 Both strategies apply one documented overflow policy to examples longer than `max_length` and report their
 efficiency (real tokens / token slots the model computes over), so the two can be compared in numbers.
 """
@@ -12,6 +13,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 from collections.abc import Sequence
+
+import numpy as np
 
 from .gcpause import no_cyclic_gc
 from .labels import IGNORE_INDEX
@@ -115,7 +118,13 @@ class PackReport:
 
 def _trained(labels: Sequence[int]) -> bool:
     # labels[0] is never a prediction target (logits[t] predicts labels[t + 1]), so it doesn't count.
+    if isinstance(labels, np.ndarray):
+        return bool((labels[1:] != IGNORE_INDEX).any())
     return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def _as_list(values) -> list[int]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
 def apply_overflow(examples: list[dict], max_length: int, overflow: Overflow = "error"):
@@ -146,7 +155,7 @@ def apply_overflow(examples: list[dict], max_length: int, overflow: Overflow = "
 
     for i, ex in enumerate(examples):
         ids, labels = ex["input_ids"], ex["labels"]
-        if len(ids) != len(labels) or not ids:
+        if len(ids) != len(labels) or len(ids) == 0:
             raise ValueError(f"example {i} has {len(ids)} input_ids and {len(labels)} labels; they must be equal "
                              "and non-zero; fix: render examples with sftpipe.render")
         if not _trained(labels):
@@ -161,7 +170,7 @@ def apply_overflow(examples: list[dict], max_length: int, overflow: Overflow = "
             drop(i, "dropped_too_long")
         elif _trained(labels[:max_length]):
             counts["truncated"] = counts.get("truncated", 0) + 1
-            kept.append((i, {**ex, "input_ids": list(ids[:max_length]), "labels": list(labels[:max_length])}))
+            kept.append((i, {**ex, "input_ids": ids[:max_length], "labels": labels[:max_length]}))
         else:
             drop(i, "no_trained_tokens_after_truncation")
     return kept, counts, dropped
@@ -185,24 +194,44 @@ def pack(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
     >>> report.efficiency
     0.625
     """
+    members, report = pack_members(examples, max_length, overflow=overflow, strategy=strategy)
+    with no_cyclic_gc():
+        return [join_pack(m) for m in members], report
+
+
+def pack_members(examples: list[dict], max_length: int, *, overflow: Overflow = "error",
+                 strategy: Literal["min_slack", "bfd"] = "min_slack") -> tuple[list[list[dict]], PackReport]:
+    """What `pack` puts in each pack (the examples, cut by the overflow policy) without joining them, so the
+    tokens stay where they are until `join_pack` builds the row.
+
+    >>> rows = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}]
+    >>> members, _ = pack_members(rows, 4)
+    >>> [[m["input_ids"] for m in pack] for pack in members]
+    [[[1, 2, 3]], [[4, 5]]]
+    """
     kept, counts, dropped = apply_overflow(examples, max_length, overflow)
     bins, report = pack_lengths([len(ex["input_ids"]) for _, ex in kept], max_length, strategy=strategy)
     report.overflow, report.dropped = counts, dropped
-    packs = []
-    with no_cyclic_gc():
-        for members in bins:
-            row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
-            for k in members:
-                ex = kept[k][1]
-                n = len(ex["input_ids"])
-                row["input_ids"] += ex["input_ids"]
-                row["labels"] += [IGNORE_INDEX] + list(ex["labels"][1:])
-                row["position_ids"] += range(n)
-                row["seq_lens"].append(n)
-                if "example" in ex:  # which examples a pack holds (train.data counts examples seen)
-                    row.setdefault("examples", []).append(ex["example"])
-            packs.append(row)
-    return packs, report
+    return [[kept[k][1] for k in members] for members in bins], report
+
+
+def join_pack(members: list[dict]) -> dict[str, list[int]]:
+    """One pack row from its examples: tokens joined, each example's first label IGNORE_INDEX (nothing is
+    predicted across examples), positions restarting at 0, `seq_lens`, and `examples` when they carry "example".
+
+    >>> join_pack([{"input_ids": [1, 2], "labels": [1, 2]}, {"input_ids": [3], "labels": [3]}])["labels"]
+    [-100, 2, -100]
+    """
+    row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
+    for ex in members:
+        n = len(ex["input_ids"])
+        row["input_ids"] += _as_list(ex["input_ids"])
+        row["labels"] += [IGNORE_INDEX] + _as_list(ex["labels"][1:])
+        row["position_ids"] += range(n)
+        row["seq_lens"].append(n)
+        if "example" in ex:  # which examples a pack holds (train.data counts examples seen)
+            row.setdefault("examples", []).append(ex["example"])
+    return row
 
 
 def pack_lengths(lengths: list[int], max_length: int, *, strategy: Literal["min_slack", "bfd"] = "min_slack"

@@ -22,6 +22,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .commit import manifest_ok, read_manifest, staged_folder, write_manifest
@@ -134,13 +135,22 @@ class Tokenized:
         return [to_example(row) for row in rows]
 
     def token_examples(self) -> list[Example]:
-        """Every example with what batching and training read: ids, labels, end-of-turn positions and ids, and
-        meta {"row": its row, "category": its record's category when it has one}; no text or messages."""
-        cols = [self.column(n) for n in ("input_ids", "labels", "eot_positions", "eot_ids", "category")]
+        """Every example with what batching and training read: ids and labels (int32 numpy views into the
+        memory-mapped shards, not copies), end-of-turn positions and ids, and meta {"row": its row, "category":
+        its record's category when it has one}; no text or messages."""
+        cols = [self.views("input_ids"), self.views("labels")]
+        cols += [self.column(n) for n in ("eot_positions", "eot_ids", "category")]
         with no_cyclic_gc():
             return [Example(ids, labels, "", meta={"row": i} if c is None else {"row": i, "category": c},
                             eot_positions=pos, eot_ids=eot)
                     for i, (ids, labels, pos, eot, c) in enumerate(zip(*cols))]
+
+    def views(self, name: str) -> Iterator[np.ndarray]:
+        """Each row's value of a list column as a numpy view into the mapped file (no copy)."""
+        for chunk in self.dataset.data.column(name).chunks:
+            values, offsets = chunk.values.to_numpy(zero_copy_only=True), chunk.offsets.to_numpy()
+            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+                yield values[a:b]
 
     def column(self, name: str) -> list:
         """One column as a Python list, read from the memory-mapped table."""
@@ -150,7 +160,6 @@ class Tokenized:
         """The rows the parity proof checks: every example that was truncated, escapes control strings in its
         content, is one turn of a split conversation or has a reply edge tokenized unlike serving, plus `n` drawn
         at random (seeded) from the rest; returned sorted, with the counts of each kind."""
-        import numpy as np
         import pyarrow.compute as pc
 
         table = self.dataset.data

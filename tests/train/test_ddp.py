@@ -59,3 +59,30 @@ def test_two_processes_match_one_process_with_accumulation(make_cfg, tmp_path):
         assert abs(a["loss"] - b["loss"]) <= DDP_TOLERANCE and abs(a["grad_norm"] - b["grad_norm"]) <= 1e-4
     wa, wb = load_file(one.run_dir / "adapter_model.safetensors"), load_file(two_dir / "adapter_model.safetensors")
     assert wa.keys() == wb.keys() and max((wa[k] - wb[k]).abs().max().item() for k in wa) <= DDP_TOLERANCE
+
+
+FAILING_CLI = """
+import os
+from sftpipe import tokenized
+def build(*args, **kwargs):
+    raise OSError("no space left on device (a test's stand-in)")
+tokenized.build = build
+from sftpipe.cli import app
+app()
+"""
+
+
+def test_a_failed_build_releases_the_waiting_process(make_cfg, tmp_path):
+    """Rank 0's render fails: rank 1 stops at once with an error that points at it, instead of waiting out the
+    process group's timeout (30 minutes)."""
+    path = tmp_path / "fail.yaml"
+    path.write_text(yaml.safe_dump(make_cfg("train.max_steps=1", name="fail").model_dump(mode="json")))
+    cli = tmp_path / "failing_cli.py"
+    cli.write_text(FAILING_CLI, encoding="utf-8")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(cli), "train", "-c", str(path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SFTPIPE_TOKENIZED_CACHE": str(tmp_path / "fresh-cache")}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode != 0
+    assert "no space left on device" in res.stderr
+    assert "the process that renders the dataset failed" in res.stderr, res.stderr[-3000:]

@@ -2,7 +2,9 @@
 micro-batches, with content hashes.
 
 Each dataset item is one whole micro-batch, `{"rows": [...]}`: a length-grouped group of examples (padded
-batching) or up to `batch_size` packs (packed batching). The Trainer's loader therefore uses batch size 1 and its
+batching) or up to `batch_size` packs (packed batching). Rows hold the examples' tokens uncopied (views into the
+memory-mapped dataset); a pack is `{"pack": [examples]}` until the item is read, when its tokens are joined. The
+Trainer's loader therefore uses batch size 1 and its
 seeded sampler shuffles micro-batches; under DDP, process r of N takes items r, r+N, ... of the same shuffled order,
 so N processes at batch b see exactly the micro-batches one process sees at gradient accumulation N.
 """
@@ -21,10 +23,10 @@ from ..curated import files_hash, require_curated
 from ..dataset import MaskReport, Tracker, stratified_indices
 from ..errors import ConfigError
 from ..io import require_files
-from ..pack import PackReport, apply_overflow, group_by_length, pack, padded_report, round_up
+from ..pack import PackReport, apply_overflow, group_by_length, join_pack, pack_members, padded_report, round_up
 from ..render import ChatRenderer, Example
 from ..tokenized import Tokenized, load_or_build
-from .lifecycle import barrier
+from .lifecycle import all_ok
 from .trainer import trained_index
 
 @dataclass
@@ -154,13 +156,14 @@ def make_items(examples: list[Example], *, batching: str, batch_size: int, max_l
                                          overflow=overflow, multiple=pad_multiple)
         return [{"rows": [rows[i] for i in g]} for g in groups], report
     if batching == "packed":
-        packs, report = pack(rows, max_length, overflow=overflow)
+        packs, report = pack_members(rows, max_length, overflow=overflow)
+        packs = [{"pack": members} for members in packs]
         return [{"rows": packs[s:s + batch_size]} for s in range(0, len(packs), batch_size)], report
     raise ValueError(f"batching={batching!r}; allowed: packed, padded (auto is resolved by resolve_batching)")
 
 
 class ItemDataset(torch.utils.data.Dataset):
-    """A list of micro-batch items as a map-style dataset."""
+    """A list of micro-batch items as a map-style dataset; packs are joined into rows as an item is read."""
 
     def __init__(self, items: list[dict[str, Any]]):
         self.items = items
@@ -169,7 +172,8 @@ class ItemDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
+        item = self.items[i]
+        return {**item, "rows": [join_pack(r["pack"]) if "pack" in r else r for r in item["rows"]]}
 
 
 class ItemCollator:
@@ -202,7 +206,7 @@ def end_of_turn_ids(examples: list[Example]) -> list[int]:
     [2]
     """
     found = {t for e in examples for t in e.eot_ids}  # every control token of a multi-token turn ending
-    found |= {e.input_ids[p] for e in examples for p in e.eot_positions if 0 <= p < len(e.input_ids)}
+    found |= {int(e.input_ids[p]) for e in examples for p in e.eot_positions if 0 <= p < len(e.input_ids)}
     return sorted(found)
 
 
@@ -220,12 +224,18 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     for p in paths:
         require_curated(p)
     data_hash = files_hash(paths)
-    if not builds:
-        barrier()  # until the builder has committed the dataset
-    tk = load_or_build(cfg.data, cfg.render, renderer, paths, f"data.{split}", data_hash=data_hash,
-                       progress=progress)
+    if not builds and not all_ok(True):  # waits until the builder has committed the dataset, or failed
+        raise ConfigError("config", [f"data.{split}: the process that renders the dataset failed (its error is "
+                                     "above); fix: that error, then run again"])
+    try:
+        tk = load_or_build(cfg.data, cfg.render, renderer, paths, f"data.{split}", data_hash=data_hash,
+                           progress=progress)
+    except BaseException:
+        if builds:
+            all_ok(False)  # releases the waiting processes with the failure
+        raise
     if builds:
-        barrier()
+        all_ok(True)
     examples = tk.token_examples()
     if not examples:
         raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(tk.rejects)} rejected, "
@@ -298,6 +308,7 @@ def effective_batch(items: list[dict], grad_accum: int, world: int) -> dict[str,
     k = grad_accum * world
     n = max(len(items), 1)
     rows = sum(len(it["rows"]) for it in items) / n
-    seqs = sum(len(r.get("seq_lens", [0])) for it in items for r in it["rows"]) / n
-    tokens = sum(len(r["input_ids"]) for it in items for r in it["rows"]) / n
+    members = [r.get("pack", [r]) for it in items for r in it["rows"]]
+    seqs = sum(len(m) for m in members) / n
+    tokens = sum(len(x["input_ids"]) for m in members for x in m) / n
     return {"rows": round(rows * k, 2), "sequences": round(seqs * k, 2), "tokens": round(tokens * k, 1)}

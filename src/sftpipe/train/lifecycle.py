@@ -26,6 +26,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_ok(ok: bool) -> bool:
+    """Whether every process passed `ok` (`ok` itself without a process group). A collective: every process
+    calls it, and each waits for the others."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    flag = torch.tensor([int(ok)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def check_resume(old: RunInfo, new_config: dict[str, Any], hashes: dict[str, str | None],
                  keys: dict[str, Any] = RESUME_KEYS) -> None:
     """Refuse a --resume whose data or training-shaping config differs from the run's own."""
