@@ -6,11 +6,16 @@ duplicates, PII and noise), 50,000 records per seed, ids prefixed by the seed; k
 Each side runs as its own process (`sftpipe curate` / `sftpipe render`), measured as a whole process tree: wall
 seconds, records/s and the peak of the summed RSS of every process in the tree (sampled every 0.1 s).
 
+Train, per size (`--only train`, with render): a 2-process `sftpipe train` (torchrun, gloo, one step) on the
+dataset the render side built (bench/train_ready.py): when each rank's data is ready, and which ranks rendered.
+
+Rows are merged by size into --out, so sizes can be measured in separate runs (the exponents are recomputed).
+
 Floors, per size, on the same records:
 - json: `json.loads` of every line in one process (records/s), times the cores (a perfectly parallel parse);
 - tokenizer: the fast tokenizer alone on the rendered texts, batched (texts/s), as render's floor.
 
-    .venv/bin/python bench/scale_bench.py [--sizes 10000,100000] [--ray] [--only curate,render]
+    .venv/bin/python bench/scale_bench.py [--sizes 10000,100000] [--ray] [--only curate,render,train]
                                           [--data-dir bench/.scale-data] [--out bench/results/scale_bench.json]
 """
 
@@ -142,6 +147,15 @@ def exponent(a: dict, b: dict, key: str = "seconds") -> float | None:
     return round(math.log(b[key] / a[key]) / math.log(b["n"] / a["n"]), 3)
 
 
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """Rows by size: the new ones replace old rows of the same size; growth exponents recomputed in order."""
+    rows = sorted({**{r["n"]: r for r in old}, **{r["n"]: r for r in new}}.values(), key=lambda r: r["n"])
+    for a, b in zip(rows, rows[1:]):
+        b["exponent_seconds_from_prev"] = exponent(a, b, "wall_seconds" if "wall_seconds" in b else "seconds")
+        b["exponent_rss_from_prev"] = exponent(a, b, "peak_rss_gib")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000")
@@ -168,31 +182,36 @@ def main() -> None:
             rows.append(res)
             print(f"curate[{executor}] {n:>9,}: {res['seconds']:8.1f} s  {res['records_per_s']:9.1f} rec/s  "
                   f"peak {res['peak_rss_gib']:.2f} GiB  ({res['of_json_floor']:.3f}x the json floor)", flush=True)
-        for a, b in zip(rows, rows[1:]):
-            b["exponent_seconds_from_prev"] = exponent(a, b)
-            b["exponent_rss_from_prev"] = exponent(a, b, "peak_rss_gib")
-            print(f"curate[{executor}] {a['n']:,} -> {b['n']:,}: time exponent {b['exponent_seconds_from_prev']}, "
-                  f"memory exponent {b['exponent_rss_from_prev']}")
         if rows:
-            results[f"curate_{executor}"] = rows
-    rows = []
+            results[f"curate_{executor}"] = merge(results.get(f"curate_{executor}", []), rows)
+            for a, b in zip(results[f"curate_{executor}"], results[f"curate_{executor}"][1:]):
+                print(f"curate[{executor}] {a['n']:,} -> {b['n']:,}: time exponent "
+                      f"{b['exponent_seconds_from_prev']}, memory exponent {b['exponent_rss_from_prev']}")
+    rows, trains = [], []
     for n in sizes if "render" in only else []:
         path = export(n, args.data_dir)
         with tempfile.TemporaryDirectory(dir=args.data_dir) as work:
             env = {**os.environ, "SFTPIPE_TOKENIZED_CACHE": str(Path(work) / "cache")}
             res = measure([sys.executable, str(ROOT / "bench" / "render_scale.py"), str(path),
                            str(Path(work) / "out")], Path(work), env)
-        inner = json.loads(res.pop("last_line")) if res["rc"] == 0 else {}
-        res = {"n": n, "wall_seconds": res.pop("seconds"), **res, **inner}
-        rows.append(res)
-        print(f"render {n:>9,}: {res['wall_seconds']:8.1f} s (rendering {inner.get('seconds')} s, "
-              f"{inner.get('records_per_s')} rec/s = {inner.get('ratio_to_floor')}x the tokenizer floor)  "
-              f"peak {res['peak_rss_gib']:.2f} GiB", flush=True)
-    for a, b in zip(rows, rows[1:]):
-        b["exponent_seconds_from_prev"] = exponent(a, b)
-        b["exponent_rss_from_prev"] = exponent(a, b, "peak_rss_gib")
+            inner = json.loads(res.pop("last_line")) if res["rc"] == 0 else {}
+            res = {"n": n, "wall_seconds": res.pop("seconds"), **res, **inner}
+            rows.append(res)
+            print(f"render {n:>9,}: {res['wall_seconds']:8.1f} s (rendering {inner.get('seconds')} s, "
+                  f"{inner.get('records_per_s')} rec/s = {inner.get('ratio_to_floor')}x the tokenizer floor)  "
+                  f"peak {res['peak_rss_gib']:.2f} GiB", flush=True)
+            if "train" in only and res["rc"] == 0:
+                tr = measure([sys.executable, str(ROOT / "bench" / "train_ready.py"), str(path),
+                              str(Path(work) / "train")], Path(work), env)
+                tr = {"n": n, "wall_seconds": tr.pop("seconds"), **tr, **json.loads(tr.pop("last_line") or "{}")}
+                trains.append(tr)
+                print(f"train  {n:>9,}: 2 ranks ready at {tr.get('ready_seconds')} s (gap "
+                      f"{tr.get('ready_gap_seconds')} s), ranks that rendered {tr.get('ranks_that_rendered')}, "
+                      f"peak {tr['peak_rss_gib']:.2f} GiB", flush=True)
     if rows:
-        results["render"] = rows
+        results["render"] = merge(results.get("render", []), rows)
+    if trains:
+        results["train_2_processes"] = merge(results.get("train_2_processes", []), trains)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
