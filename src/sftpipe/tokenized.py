@@ -59,20 +59,25 @@ def tokenized_cache_dir() -> Path:
     return Path(os.environ.get("SFTPIPE_TOKENIZED_CACHE") or cache_dir() / "tokenized")
 
 
-def _code_digest() -> str:
-    """sha256 of the source files that turn records into tokens, so a code change never reuses old tokens."""
+def code_digest(names: tuple[str, ...] = _CODE) -> str:
+    """sha256 of the source files (or folders) `names` under the package that turn records into tokens, so a code
+    change never reuses old tokens."""
     root, h = Path(__file__).parent, hashlib.sha256()
-    for name in _CODE:
+    for name in names:
         for p in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
             h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 
+def tokenizer_sha256(renderer: ChatRenderer) -> str:
+    """sha256 of the tokenizer's full definition (vocabulary, merges, normalizer, special tokens)."""
+    return hashlib.sha256(renderer.tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
+
+
 def key_parts(data_hash: str, renderer: ChatRenderer, render: RenderConfig, data: DataConfig) -> dict[str, Any]:
     """Everything that decides a dataset's tokens: data content, template, tokenizer, read and render options."""
-    vocab = renderer.tokenizer.backend_tokenizer.to_str()
     return {"format": FORMAT, "data": data_hash, "template_sha256": renderer.template.sha256,
-            "tokenizer_sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest(), "code_sha256": _code_digest(),
+            "tokenizer_sha256": tokenizer_sha256(renderer), "code_sha256": code_digest(),
             "render": {k: getattr(render, k) for k in RENDER_OPTIONS},
             "read": {k: getattr(data, k) for k in READ_OPTIONS}}
 

@@ -17,8 +17,6 @@ and the reference adapter copy for a pretrained adapter. What changes:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -42,23 +40,6 @@ LEAN_LOSSES = ("sigmoid", "ipo", "hinge")
 def learning_rate(dcfg, adapter: bool) -> float:
     """dpo.lr, else 1e-5 for an adapter and 1e-6 for full weights."""
     return dcfg.lr if dcfg.lr is not None else (LORA_LR if adapter else FULL_LR)
-
-
-def row_length(row: dict[str, list[int]]) -> int:
-    """Padded width a pair needs: prompt plus the longer reply.
-
-    >>> row_length({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5, 6]})
-    5
-    """
-    return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
-
-
-def cache_key(rows: list[dict[str, Any]], reference_sha: str, extra: str = "") -> str:
-    """sha256 of the tokenized pairs and the reference weights: reference log-probs are valid exactly for this key."""
-    h = hashlib.sha256(reference_sha.encode() + b"\0" + extra.encode() + b"\0")
-    for r in rows:
-        h.update(json.dumps([r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]], separators=(",", ":")).encode())
-    return h.hexdigest()
 
 
 def quietly(fn, *args):

@@ -12,15 +12,13 @@ checkpoint.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SftpipeConfig
 from ..dataset import build_renderer
-from ..dpo.encode import EncodedPairs, encode_pairs
-from ..dpo.pairs import iter_pairs
+from ..dpo.dataset import load_or_encode, reference_cache_name
 from ..dpo.reference import check_compatible, load_policy, load_reference_model, resolve_reference
 from ..errors import ConfigError
 from ..models import cache_dir
@@ -28,7 +26,7 @@ from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_comm
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
 from ..curated import FILES_HASH_DEFINITION, files_hash
-from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
+from ..train.lifecycle import barrier, built_once, callbacks, check_resume, results, save_final
 from ..train.load import choose_precision, device_kind
 from . import show
 from .show_train import TrainProgress
@@ -57,20 +55,6 @@ class DpoResult:
     resumed_from: str | None
 
 
-def _read(paths: list[str], dcfg, renderer) -> EncodedPairs:
-    items = itertools.chain.from_iterable(iter_pairs(p, dcfg.format) for p in paths)
-    return encode_pairs(items, renderer, max_length=dcfg.max_length, max_prompt_length=dcfg.max_prompt_length,
-                        on_error=dcfg.on_error)
-
-
-def _dataset(enc: EncodedPairs):
-    from datasets import Dataset
-
-    from ..dpo.trainer import row_length
-
-    return Dataset.from_list([{**r, "length": row_length(r)} for r in enc.rows])
-
-
 def _last(log_history: list[dict], key: str):
     return next((m[key] for m in reversed(log_history) if key in m), None)
 
@@ -92,7 +76,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     tokenizer = renderer.tokenizer
     check_compatible(reference, renderer, cfg.model.name)
     adapter = reference.adapter
-    from ..dpo.trainer import PreferenceTrainer, cache_key, dpo_arguments, learning_rate
+    from ..dpo.trainer import PreferenceTrainer, dpo_arguments, learning_rate
 
     lr = learning_rate(dcfg, adapter)
     has_eval = bool(dcfg.eval)
@@ -107,9 +91,10 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     barrier()
 
     # Data: pairs -> prompt/chosen/rejected ids with the SFT render (rejects with reasons under on_error: skip)
-    train = _read(dcfg.train, dcfg, renderer)
-    evals = _read(dcfg.eval, dcfg, renderer) if has_eval else None
-    if not train.rows:
+    builds = args.local_process_index == 0  # one process per machine encodes, the others map its dataset
+    train = built_once(lambda: load_or_encode(dcfg.train, dcfg, renderer), builds, "dpo.train")
+    evals = built_once(lambda: load_or_encode(dcfg.eval, dcfg, renderer), builds, "dpo.eval") if has_eval else None
+    if not len(train):
         raise ConfigError("dpo", [f"train: none of the {train.records_in} pairs is usable "
                                   f"({dict(train.reasons)}); fix: see the rejects, or the pairs' format"])
     hashes = {"train_hash": files_hash(dcfg.train), "eval_hash": files_hash(dcfg.eval) if has_eval else None}
@@ -132,14 +117,14 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
         base_model_path=reference.info.base_model_path, mode=reference.info.mode, device=device, precision=precision,
         batching="padded", world_size=world, learning_rate=lr,
         effective_batch={"sequences": float(dcfg.batch_size * dcfg.grad_accum * world),
-                         "tokens": round(summary["tokens"] / max(len(train.rows), 1) * dcfg.batch_size
+                         "tokens": round(summary["tokens"] / max(len(train), 1) * dcfg.batch_size
                                          * dcfg.grad_accum * world, 1)},
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         data={**hashes, "hash_definition": FILES_HASH_DEFINITION, "train": {"files": dcfg.train, **summary},
               "eval": {"files": dcfg.eval, **evals.summary()} if evals else None},
         template=TemplateInfo.of(renderer, eot_ids),
-        mask_report={"examples": 2 * len(train.rows), "tokens": summary["tokens"],
+        mask_report={"examples": 2 * len(train), "tokens": summary["tokens"],
                      "trained_tokens": summary["chosen_tokens"] + summary["rejected_tokens"],
                      "trained_share": round((summary["chosen_tokens"] + summary["rejected_tokens"])
                                             / max(summary["tokens"], 1), 6), "eot_coverage": 1.0, "truncated": 0},
@@ -147,7 +132,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
         resumed_from=(old.resumed_from if old else []) + ([resume_from.name] if resume_from else []))
     info.git_commit = (info.git or {}).get("commit")
     if main:
-        sample = [renderer.render(p.conversation("chosen"))[0] for p in train.pairs[:PARITY_EXAMPLES]]
+        sample = [renderer.render(p.conversation("chosen"))[0] for p in train.pairs(PARITY_EXAMPLES)]
         folder.write_start(info, tokenizer, sample, generation_config(base_path, tokenizer, eot_ids, pad_id),
                            train.rejects + (evals.rejects if evals else []))
     if progress and main:
@@ -155,11 +140,11 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
 
     # Train (reference log-probs precomputed once, cached by tokenized data + reference sha256), save, record
     cache = cache_dir() / "dpo-ref"
-    ref_cache = {"train": cache / f"{cache_key(train.rows, reference.sha256)}.safetensors"}
+    ref_cache = {"train": cache / reference_cache_name(train, reference.sha256)}
     if evals:
-        ref_cache["eval"] = cache / f"{cache_key(evals.rows, reference.sha256)}.safetensors"
-    trainer = PreferenceTrainer(model=model, ref_model=ref_model, args=args, train_dataset=_dataset(train),
-                                eval_dataset=_dataset(evals) if evals else None, processing_class=tokenizer,
+        ref_cache["eval"] = cache / reference_cache_name(evals, reference.sha256)
+    trainer = PreferenceTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train.training_view(),
+                                eval_dataset=evals.training_view() if evals else None, processing_class=tokenizer,
                                 callbacks=callbacks(dcfg, folder.path, has_eval,
                                                     [TrainProgress(label="dpo")] if progress else []),
                                 ref_cache=ref_cache, group_by_length=dcfg.group_by_length)
@@ -183,7 +168,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     keys = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "logps/chosen",
             "logps/rejected")
     dpo_metrics = {k: _last(state.log_history, k) for k in keys}
-    res.update(pairs=len(train.rows), pairs_per_second=pairs_per_second, tokens_per_second=None,
+    res.update(pairs=len(train), pairs_per_second=pairs_per_second, tokens_per_second=None,
                first_loss=_last(list(reversed(state.log_history)), "loss"), **{k.replace("/", "_"): v
                                                                              for k, v in dpo_metrics.items()})
     if main:
@@ -192,6 +177,6 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
         write_card(folder.path, info)
         folder.commit("dpo")
     barrier()
-    return DpoResult(folder.final, info.reference or {}, len(train.rows), len(train.rejects), state.global_step,
+    return DpoResult(folder.final, info.reference or {}, len(train), len(train.rejects), state.global_step,
                      res["final_train_loss"], dpo_metrics, pairs_per_second, res["seconds"],
                      resume_from.name if resume_from else None)

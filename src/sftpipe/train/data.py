@@ -26,7 +26,7 @@ from ..io import require_files
 from ..pack import PackReport, apply_overflow, group_by_length, join_pack, pack_members, padded_report, round_up
 from ..render import ChatRenderer, Example
 from ..tokenized import Tokenized, load_or_build
-from .lifecycle import all_ok
+from .lifecycle import built_once
 from .trainer import trained_index
 
 @dataclass
@@ -224,18 +224,8 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
     for p in paths:
         require_curated(p)
     data_hash = files_hash(paths)
-    if not builds and not all_ok(True):  # waits until the builder has committed the dataset, or failed
-        raise ConfigError("config", [f"data.{split}: the process that renders the dataset failed (its error is "
-                                     "above); fix: that error, then run again"])
-    try:
-        tk = load_or_build(cfg.data, cfg.render, renderer, paths, f"data.{split}", data_hash=data_hash,
-                           progress=progress)
-    except BaseException:
-        if builds:
-            all_ok(False)  # releases the waiting processes with the failure
-        raise
-    if builds:
-        all_ok(True)
+    tk = built_once(lambda: load_or_build(cfg.data, cfg.render, renderer, paths, f"data.{split}",
+                                          data_hash=data_hash, progress=progress), builds, f"data.{split}")
     examples = tk.token_examples()
     if not examples:
         raise ConfigError("config", [f"data.{split}: no example left after rendering ({len(tk.rejects)} rejected, "

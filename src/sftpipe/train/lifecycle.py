@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..runs import RunInfo
 from .callbacks import CheckpointMarker
+
+T = TypeVar("T")
 
 # Keys that must not change between a run and its --resume (anything else, e.g. logging, may).
 RESUME_KEYS = {"model": None, "template": None, "render": None, "lora": None,
@@ -38,6 +41,23 @@ def all_ok(ok: bool) -> bool:
     flag = torch.tensor([int(ok)], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def built_once(build: Callable[[], T], builds: bool, what: str) -> T:
+    """`build()` on the processes with `builds` (one per machine) while the others wait, then on the others, which
+    find the result in the cache. A builder's failure stops the waiting processes with an error that points at it."""
+    if not builds and not all_ok(True):
+        raise ConfigError("config", [f"{what}: the process that renders the dataset failed (its error is above); "
+                                     "fix: that error, then run again"])
+    try:
+        out = build()
+    except BaseException:
+        if builds:
+            all_ok(False)
+        raise
+    if builds:
+        all_ok(True)
+    return out
 
 
 def check_resume(old: RunInfo, new_config: dict[str, Any], hashes: dict[str, str | None],
