@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from sftpipe.errors import ConfigError
 from sftpipe.render import Example
-from sftpipe.train.data import ItemCollator, example_groups, make_items, resolve_pad_multiple, upsample_floor
+from sftpipe.train.data import (ItemCollator, ItemDataset, example_groups, make_items, resolve_pad_multiple,
+                                upsample_floor)
 
 
 def _examples(lengths: list[int]) -> list[Example]:
@@ -34,6 +36,31 @@ def test_padded_items_are_widened_to_the_multiple_and_keep_the_token_budget():
     assert sorted(seen) == sorted(lengths)  # every example once
     assert report.slots == slots and report.tokens == sum(lengths)
     assert widths <= {64, 128, 192, 256, 320}  # 5 shapes instead of one per length
+
+
+@pytest.mark.parametrize("batching,overflow", [("padded", "truncate"), ("packed", "truncate"), ("packed", "drop")])
+def test_mapped_token_views_batch_exactly_like_lists(batching, overflow):
+    """Examples whose ids are int32 views into one buffer (as sftpipe.tokenized maps them) give the same batches
+    as Python lists, packs joined only when an item is read, and the views are never copied into the items."""
+    rng = random.Random(1)
+    lengths = [rng.randint(3, 90) for _ in range(60)]
+    lists = _examples(lengths)
+    flat_ids = np.concatenate([np.array(e.input_ids, np.int32) for e in lists])
+    flat_labels = np.concatenate([np.array(e.labels, np.int32) for e in lists])
+    ends = np.cumsum(lengths).tolist()
+    views = [Example(flat_ids[a:b], flat_labels[a:b], "") for a, b in zip([0, *ends[:-1]], ends)]
+    batches = []
+    for examples in (lists, views):
+        items, report = make_items(examples, batching=batching, batch_size=4, max_length=64, overflow=overflow,
+                                   seed=3)
+        collate, data = ItemCollator(batching, pad_token_id=0), ItemDataset(items)
+        batches.append(([{k: v.tolist() for k, v in collate([data[i]]).items() if hasattr(v, "tolist")}
+                         for i in range(len(data))], vars(report)))
+    assert batches[0] == batches[1]
+    rows = [r for it in make_items(views, batching=batching, batch_size=4, max_length=64, overflow=overflow)[0]
+            for r in it["rows"]]
+    held = [x["input_ids"] for r in rows for x in r.get("pack", [r])]
+    assert all(isinstance(ids, np.ndarray) and np.shares_memory(ids, flat_ids) for ids in held)
 
 
 def test_pad_multiple_defaults_by_device_and_precision_and_an_explicit_value_wins():

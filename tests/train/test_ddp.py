@@ -85,4 +85,4 @@ def test_a_failed_build_releases_the_waiting_process(make_cfg, tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode != 0
     assert "no space left on device" in res.stderr
-    assert "the process that renders the dataset failed" in res.stderr, res.stderr[-3000:]
+    assert "another process failed to render the dataset" in res.stderr, res.stderr[-3000:]

@@ -4,9 +4,9 @@ micro-batches, with content hashes.
 Each dataset item is one whole micro-batch, `{"rows": [...]}`: a length-grouped group of examples (padded
 batching) or up to `batch_size` packs (packed batching). Rows hold the examples' tokens uncopied (views into the
 memory-mapped dataset); a pack is `{"pack": [examples]}` until the item is read, when its tokens are joined. The
-Trainer's loader therefore uses batch size 1 and its
-seeded sampler shuffles micro-batches; under DDP, process r of N takes items r, r+N, ... of the same shuffled order,
-so N processes at batch b see exactly the micro-batches one process sees at gradient accumulation N.
+Trainer's loader therefore uses batch size 1 and its seeded sampler shuffles micro-batches; under DDP, process r
+of N takes items r, r+N, ... of the same shuffled order, so N processes at batch b see exactly the micro-batches one
+process sees at gradient accumulation N.
 """
 
 from __future__ import annotations

@@ -45,19 +45,17 @@ def all_ok(ok: bool) -> bool:
 
 def built_once(build: Callable[[], T], builds: bool, what: str) -> T:
     """`build()` on the processes with `builds` (one per machine) while the others wait, then on the others, which
-    find the result in the cache. A builder's failure stops the waiting processes with an error that points at it."""
-    if not builds and not all_ok(True):
-        raise ConfigError("config", [f"{what}: the process that renders the dataset failed (its error is above); "
-                                     "fix: that error, then run again"])
-    try:
-        out = build()
-    except BaseException:
-        if builds:
-            all_ok(False)
-        raise
+    find the result in the cache. Any builder's failure stops every other process with an error that points at it."""
     if builds:
-        all_ok(True)
-    return out
+        try:
+            out = build()
+        except BaseException:
+            all_ok(False)
+            raise
+    if not all_ok(True):
+        raise ConfigError("config", [f"{what}: another process failed to render the dataset (its error is above); "
+                                     "fix: that error, then run again"])
+    return out if builds else build()
 
 
 def check_resume(old: RunInfo, new_config: dict[str, Any], hashes: dict[str, str | None],
