@@ -59,8 +59,9 @@ def export(n: int, folder: Path) -> Path:
     return path
 
 
-def _tree_rss(root: int) -> int:
-    """Summed RSS (bytes) of `root` and every process below it."""
+def _tree_rss(root: int) -> tuple[int, int]:
+    """Summed RSS and anonymous RSS (bytes) of `root` and every process below it. RSS also counts the pages of
+    memory-mapped files a process has touched (the tokenized dataset): the kernel can drop those, not the rest."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -70,28 +71,31 @@ def _tree_rss(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    total, anon, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
         try:
             with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-                total += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+                fields = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)
+                          if k in ("VmRSS", "RssAnon")}
         except OSError:
-            pass
-    return total
+            continue
+        total, anon = total + fields.get("VmRSS", 0), anon + fields.get("RssAnon", 0)
+    return total, anon
 
 
 def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     """Run `cmd`; wall seconds, peak tree RSS (GiB), the exit code and the last line it printed."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    peak, done = 0, threading.Event()
+    peak, peak_anon, done = 0, 0, threading.Event()
 
     def poll() -> None:
-        nonlocal peak
+        nonlocal peak, peak_anon
         while not done.wait(0.1):
-            peak = max(peak, _tree_rss(proc.pid))
+            total, anon = _tree_rss(proc.pid)
+            peak, peak_anon = max(peak, total), max(peak_anon, anon)
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
     out, _ = proc.communicate()
@@ -100,7 +104,8 @@ def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     seconds = time.perf_counter() - t0
     if proc.returncode:
         print(out[-3000:], file=sys.stderr)
-    return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak / 2**30, 3), "rc": proc.returncode,
+    return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak / 2**30, 3),
+            "peak_anon_rss_gib": round(peak_anon / 2**30, 3), "rc": proc.returncode,
             "last_line": out.strip().splitlines()[-1] if out.strip() else ""}
 
 
@@ -151,7 +156,7 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """Rows by size: the new ones replace old rows of the same size; growth exponents recomputed in order."""
     rows = sorted({**{r["n"]: r for r in old}, **{r["n"]: r for r in new}}.values(), key=lambda r: r["n"])
     for a, b in zip(rows, rows[1:]):
-        b["exponent_seconds_from_prev"] = exponent(a, b, "wall_seconds" if "wall_seconds" in b else "seconds")
+        b["exponent_seconds_from_prev"] = exponent(a, b)
         b["exponent_rss_from_prev"] = exponent(a, b, "peak_rss_gib")
     return rows
 
@@ -203,7 +208,7 @@ def main() -> None:
             if "train" in only and res["rc"] == 0:
                 tr = measure([sys.executable, str(ROOT / "bench" / "train_ready.py"), str(path),
                               str(Path(work) / "train")], Path(work), env)
-                tr = {"n": n, "wall_seconds": tr.pop("seconds"), **tr, **json.loads(tr.pop("last_line") or "{}")}
+                tr = {"n": n, **json.loads(tr.pop("last_line") or "{}"), **tr}
                 trains.append(tr)
                 print(f"train  {n:>9,}: 2 ranks ready at {tr.get('ready_seconds')} s (gap "
                       f"{tr.get('ready_gap_seconds')} s), ranks that rendered {tr.get('ranks_that_rendered')}, "
