@@ -15,11 +15,7 @@ import torch
 from transformers import DataCollatorWithFlattening
 
 from .labels import IGNORE_INDEX
-from .pack import round_up
-
-
-def _as_list(values: Any) -> list[int]:
-    return values.tolist() if hasattr(values, "tolist") else list(values)
+from .pack import as_list, round_up
 
 
 def _seq_lens(feature: dict, index: int) -> list[int]:
@@ -30,9 +26,9 @@ def _seq_lens(feature: dict, index: int) -> list[int]:
     """
     n = len(feature["input_ids"])
     if "seq_lens" in feature:
-        lens = _as_list(feature["seq_lens"])
+        lens = as_list(feature["seq_lens"])
     elif "position_ids" in feature:
-        positions = _as_list(feature["position_ids"])
+        positions = as_list(feature["position_ids"])
         starts = [t for t, p in enumerate(positions) if p == 0]
         if not starts or starts[0] != 0:
             raise ValueError(f"feature {index}: position_ids must start at 0, got {positions[:4]}...; "
@@ -70,7 +66,7 @@ class PackedCollator:
             if "labels" not in feature:
                 raise ValueError(f"feature {i} has no labels (keys: {sorted(feature)}); "
                                  "fix: collate rendered examples or packs, which carry labels")
-            ids, labels = _as_list(feature["input_ids"]), _as_list(feature["labels"])
+            ids, labels = as_list(feature["input_ids"]), as_list(feature["labels"])
             start = 0
             for n in _seq_lens(feature, i):
                 examples.append({"input_ids": ids[start:start + n], "labels": labels[start:start + n]})
@@ -103,7 +99,7 @@ class PaddedCollator:
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         rows = []
         for i, feature in enumerate(features):
-            ids, labels = _as_list(feature["input_ids"]), _as_list(feature["labels"])
+            ids, labels = as_list(feature["input_ids"]), as_list(feature["labels"])
             if self.max_length is not None and len(ids) > self.max_length:
                 ids, labels = ids[:self.max_length], labels[:self.max_length]
                 if all(label == IGNORE_INDEX for label in labels[1:]):

@@ -123,8 +123,9 @@ def _trained(labels: Sequence[int]) -> bool:
     return any(label != IGNORE_INDEX for label in labels[1:])
 
 
-def _as_list(values) -> list[int]:
-    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+def as_list(values) -> list[int]:
+    """Token values as a Python list (numpy arrays and tensors through `tolist`)."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def apply_overflow(examples: list[dict], max_length: int, overflow: Overflow = "error"):
@@ -225,8 +226,8 @@ def join_pack(members: list[dict]) -> dict[str, list[int]]:
     row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
     for ex in members:
         n = len(ex["input_ids"])
-        row["input_ids"] += _as_list(ex["input_ids"])
-        row["labels"] += [IGNORE_INDEX] + _as_list(ex["labels"][1:])
+        row["input_ids"] += as_list(ex["input_ids"])
+        row["labels"] += [IGNORE_INDEX] + as_list(ex["labels"][1:])
         row["position_ids"] += range(n)
         row["seq_lens"].append(n)
         if "example" in ex:  # which examples a pack holds (train.data counts examples seen)

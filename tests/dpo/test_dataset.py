@@ -6,6 +6,7 @@ import itertools
 import json
 
 from sftpipe.config import load_config
+from sftpipe.curated import files_hash
 from sftpipe.dpo import dataset
 from sftpipe.dpo.encode import encode_pairs
 from sftpipe.dpo.pairs import iter_pairs
@@ -27,6 +28,7 @@ def test_pairs_are_encoded_once_and_equal_the_in_memory_encoding(tmp_path, monke
     first = dataset.load_or_encode(paths, cfg.dpo, renderer)
     again = dataset.load_or_encode(paths, cfg.dpo, renderer)
     assert first.built and not again.built and again.folder == first.folder
+    assert again.data_hash == files_hash(paths)
     items = itertools.chain.from_iterable(iter_pairs(p) for p in paths)
     enc = encode_pairs(items, renderer, max_length=cfg.dpo.max_length, max_prompt_length=cfg.dpo.max_prompt_length,
                        on_error="skip")
@@ -42,8 +44,9 @@ def test_the_key_follows_the_options_that_change_the_rows(tmp_path, monkeypatch,
     cfg, renderer, paths = _setup(tmp_path, monkeypatch, data_dir)
     short, _, _ = _setup(tmp_path, monkeypatch, data_dir, "dpo.max_length=24")
     quiet, _, _ = _setup(tmp_path, monkeypatch, data_dir, "dpo.logging_steps=3")
-    key = dataset.pair_key(paths, renderer, cfg.dpo)
-    assert dataset.pair_key(paths, renderer, short.dpo) != key
-    assert dataset.pair_key(paths, renderer, quiet.dpo) == key
+    data_hash = files_hash(paths)
+    key = dataset.pair_key(data_hash, renderer, cfg.dpo)
+    assert dataset.pair_key(data_hash, renderer, short.dpo) != key
+    assert dataset.pair_key(data_hash, renderer, quiet.dpo) == key
     fewer = dataset.load_or_encode(paths, short.dpo, renderer)
     assert fewer.built and len(fewer) < len(dataset.load_or_encode(paths, cfg.dpo, renderer))

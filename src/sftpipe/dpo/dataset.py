@@ -43,6 +43,7 @@ class PairSet:
     rejects: list[dict]
     records_in: int
     reasons: dict[str, int]
+    data_hash: str  # the pair files' content hash (files_hash), part of the key
     key: str
     built: bool  # encoded by this call (False: memory-mapped from the cache)
 
@@ -78,9 +79,10 @@ def row_length(row: dict[str, list[int]]) -> int:
     return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
 
 
-def pair_key(paths: list[str], renderer: ChatRenderer, dcfg) -> str:
-    """The cache folder name: pair data content, template, tokenizer, DPO options and the encoding code."""
-    parts = {"format": FORMAT, "data": files_hash(paths), "template_sha256": renderer.template.sha256,
+def pair_key(data_hash: str, renderer: ChatRenderer, dcfg) -> str:
+    """The cache folder name: pair data content (`files_hash`), template, tokenizer, DPO options and the
+    encoding code."""
+    parts = {"format": FORMAT, "data": data_hash, "template_sha256": renderer.template.sha256,
              "tokenizer_sha256": tokenizer_sha256(renderer), "code_sha256": code_digest(_CODE),
              "options": {k: getattr(dcfg, k) for k in OPTIONS}}
     return "pairs-" + cache_key(parts)
@@ -88,9 +90,10 @@ def pair_key(paths: list[str], renderer: ChatRenderer, dcfg) -> str:
 
 def load_or_encode(paths: list[str], dcfg, renderer: ChatRenderer) -> PairSet:
     """The encoded pairs of `paths` from the cache, encoding them (once) when missing."""
-    key = pair_key(paths, renderer, dcfg)
+    data_hash = files_hash(paths)
+    key = pair_key(data_hash, renderer, dcfg)
     folder = tokenized_cache_dir() / key
-    if (found := load(folder, key)) is not None:
+    if (found := load(folder, key, data_hash)) is not None:
         return found
     items = itertools.chain.from_iterable(iter_pairs(p, dcfg.format) for p in paths)
     enc = encode_pairs(items, renderer, max_length=dcfg.max_length, max_prompt_length=dcfg.max_prompt_length,
@@ -105,13 +108,13 @@ def load_or_encode(paths: list[str], dcfg, renderer: ChatRenderer) -> PairSet:
         if enc.rejects:
             write_jsonl(tmp / "rejects.jsonl", enc.rejects)
         write_manifest(tmp, MARKER, stage="pairs", records_in=enc.records_in, reasons=dict(enc.reasons))
-    out = load(folder, key)
+    out = load(folder, key, data_hash)
     assert out is not None, f"{folder} was just committed"
     out.built = True
     return out
 
 
-def load(folder: Path, key: str) -> PairSet | None:
+def load(folder: Path, key: str, data_hash: str) -> PairSet | None:
     """The committed pairs in `folder`, memory-mapped; None when missing or never committed."""
     if not manifest_ok(folder, MARKER):
         return None
@@ -121,7 +124,7 @@ def load(folder: Path, key: str) -> PairSet | None:
     rejects = [json.loads(line) for line in (folder / "rejects.jsonl").read_text("utf-8").splitlines()] \
         if (folder / "rejects.jsonl").exists() else []
     return PairSet(folder, Dataset.from_file(str(folder / "pairs.arrow")), rejects, marker["records_in"],
-                   Counter(marker["reasons"]), key, built=False)
+                   Counter(marker["reasons"]), data_hash, key, built=False)
 
 
 def reference_cache_name(pairs: PairSet, reference_sha: str) -> str:

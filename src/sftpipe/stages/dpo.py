@@ -25,7 +25,7 @@ from ..models import cache_dir
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
-from ..curated import FILES_HASH_DEFINITION, files_hash
+from ..curated import FILES_HASH_DEFINITION
 from ..train.lifecycle import barrier, built_once, callbacks, check_resume, results, save_final
 from ..train.load import choose_precision, device_kind
 from . import show
@@ -97,7 +97,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     if not len(train):
         raise ConfigError("dpo", [f"train: none of the {train.records_in} pairs is usable "
                                   f"({dict(train.reasons)}); fix: see the rejects, or the pairs' format"])
-    hashes = {"train_hash": files_hash(dcfg.train), "eval_hash": files_hash(dcfg.eval) if has_eval else None}
+    hashes = {"train_hash": train.data_hash, "eval_hash": evals.data_hash if evals else None}
     old = read_info(folder.path) if resume else None
     if old is not None:
         check_resume(old, cfg.model_dump(mode="json"), hashes, RESUME_KEYS)
