@@ -156,3 +156,34 @@ def test_groups_are_the_components_of_the_similar_pairs():
     assert got == NearIndex(0.5, 64, 2, cap=len(texts)).groups(texts)  # the cap changes nothing here
     # LSH misses pairs near the threshold (64 slots, 16 bands of 4 rows: a pair at 0.5 is offered 65% of the time)
     assert sum(got[a] == got[b] for a, b in links) >= 0.75 * len(links)
+
+
+def test_join_and_stream_sketch_equal_plain_concatenation(tmp_path):
+    """Parts joined into arrays allocated once, and a stream's sketch read shard by shard (all rows or some), hold
+    exactly what concatenating the parts holds."""
+    from sftpipe.curate.decide import Stream
+    from sftpipe.curate.shard import sketch_arrays
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)]
+    index = NearIndex(0.5, 32, 2)
+    parts = [index.sketch([" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(n)]) for n in (5, 0, 7)]
+    whole = index.sketch([])  # the plain concatenation, field by field
+    sig, keys, flat = (np.concatenate([getattr(p, f) for p in parts]) for f in ("sig", "keys", "flat"))
+    sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    joined = minhash.Sketch.join(iter(parts), len(sig), len(flat))
+    stems = []
+    for k, part in enumerate(parts):
+        np.savez(tmp_path / f"{k}.npz", **{f"v_{name}": a for name, a in sketch_arrays(part).items()})
+        stems.append(tmp_path / str(k))
+    stream = Stream("", stems, {})
+    rows = np.array([0, 3, 5, 6, 11])
+    some = stream.sketch("v", rows)
+    for got, want in [(joined, (sig, keys, flat, offsets)), (stream.sketch("v"), (sig, keys, flat, offsets))]:
+        for a, b in zip((got.sig, got.keys, got.flat, got.offsets), want):
+            assert np.array_equal(a, b)
+    taken = minhash.Sketch(sig, keys, flat, offsets.astype(np.int64)).take(rows)
+    for a, b in zip((some.sig, some.keys, some.flat, some.offsets), (taken.sig, taken.keys, taken.flat, taken.offsets)):
+        assert np.array_equal(a, b)
+    assert len(whole) == 0 and np.array_equal(stream.sizes("v"), sizes)

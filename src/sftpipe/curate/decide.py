@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config.curate import CurateConfig
 from .dedup import Dedup
-from .minhash import Sketch
+from .minhash import NearIndex, Sketch
 from .mix import pick
 from .quality import Quality
 from .shard import NOT_DROPPED, task_rows
@@ -47,12 +47,28 @@ class Stream:
         parts = self.arrays(key)
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def sketch(self, name: str) -> Sketch:
-        parts = []
-        for stem in self.stems:
-            with np.load(stem.with_suffix(".npz")) as z:
-                parts.append(Sketch(*(z[f"{name}_{k}"] for k in ("sig", "keys", "flat", "offsets"))))
-        return Sketch.concat(parts)
+    def sketch(self, name: str, rows: np.ndarray | None = None) -> Sketch:
+        """Sketch `name` of the rows that have one (all, or the feature rows `rows`, ascending), read one shard at a
+        time into arrays allocated once."""
+        picks, n, flat, start = [], 0, 0, 0
+        for sizes in self.arrays(f"{name}_offsets"):
+            sizes = np.diff(sizes)
+            local = None if rows is None else rows[(rows >= start) & (rows < start + len(sizes))] - start
+            chosen = sizes if local is None else sizes[local]
+            picks.append(local)
+            n, flat, start = n + len(chosen), flat + int(chosen.sum()), start + len(sizes)
+        return Sketch.join((self._sketch_part(stem, name, local) for stem, local in zip(self.stems, picks)), n, flat)
+
+    @staticmethod
+    def _sketch_part(stem: Path, name: str, rows: np.ndarray | None) -> Sketch:
+        with np.load(stem.with_suffix(".npz")) as z:
+            part = Sketch(*(z[f"{name}_{k}"] for k in ("sig", "keys", "flat", "offsets")))
+        return part if rows is None else part.take(rows)
+
+    def sizes(self, name: str) -> np.ndarray:
+        """Shingles per feature row of sketch `name`."""
+        parts = [np.diff(offsets) for offsets in self.arrays(f"{name}_offsets")]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def reaches(self, at: np.ndarray, stage: str) -> np.ndarray:
         """Rows that no per-record stage before `stage` dropped."""
@@ -177,7 +193,7 @@ def _split(cfg: CurateConfig, main: Stream, mix: Stream | None, at: dict, alive_
     """Assign every kept row (main, then the picked mix rows) to a split."""
     split = Split(cfg.split, cfg.strict)
     parts = [(main, np.flatnonzero(alive_main), False)] + ([(mix, picked, True)] if mix is not None else [])
-    finals, strata, views = [], [], {"prompt": [], "dialogue": []}
+    finals, strata, picks = [], [], []
     for stream, rows, mixed in parts:
         final_rows = np.flatnonzero(at[stream.prefix] == NOT_DROPPED)
         k = np.searchsorted(final_rows, rows)  # feature index of each row among the stream's final rows
@@ -186,20 +202,19 @@ def _split(cfg: CurateConfig, main: Stream, mix: Stream | None, at: dict, alive_
             has, value = json.loads(labels[i])
             value = cfg.mix.label if mixed and cfg.split.by and not has else value
             strata.append(MISSING if value is None else value)
-        for view in views:
-            sketch = stream.sketch(view)
-            views[view].append((sketch if len(k) == len(sketch) else sketch.take(k),
-                                stream.concat(f"{view}_norm")[k].tolist()))
+        picks.append((stream, k))
         finals.append((stream.prefix, rows))
-    indexes = split.views()
-    sketches = {v: Sketch.concat([sk for sk, _ in views[v]]) for v in views}
-    norms = {v: [n for _, ns in views[v] for n in ns] for v in views}
+
+    def view(which: int, name: str) -> tuple[NearIndex, list, Sketch]:
+        # one view in memory at a time: group_views lets each go (its index holds it) before it asks for the next
+        norms = [n for stream, k in picks for n in stream.concat(f"{name}_norm")[k].tolist()]
+        return split.views()[which], norms, Sketch.concat([stream.sketch(name, k) for stream, k in picks])
+
     n = len(strata)
-    if not any(np.diff(sketches["prompt"].offsets) > 0):
+    if not any((stream.sizes("prompt")[k] > 0).any() for stream, k in picks):
         groups = list(range(n))
     else:
-        groups = group_views(n, [(indexes[0], norms["prompt"], sketches["prompt"]),
-                                 (indexes[1], norms["dialogue"], sketches["dialogue"])])
+        groups = group_views(n, (view(which, name) for which, name in enumerate(("prompt", "dialogue"))))
     names = split.assign_groups(groups, strata)
     start = 0
     for prefix, rows in finals:

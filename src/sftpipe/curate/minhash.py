@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -112,10 +113,30 @@ class Sketch:
 
     @staticmethod
     def concat(parts: list[Sketch]) -> Sketch:
-        """The rows of `parts`, in order, as one sketch."""
-        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
-        return Sketch(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sig", "keys", "flat")),
-                      np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        """The rows of `parts`, in order, as one sketch (a single part is returned as is)."""
+        if len(parts) == 1:
+            return parts[0]
+        return Sketch.join(parts, sum(len(p) for p in parts), sum(len(p.flat) for p in parts))
+
+    @staticmethod
+    def join(parts: Iterable[Sketch], rows: int, flat: int) -> Sketch:
+        """The rows of `parts` (an iterable, consumed once; `rows` rows and `flat` shingles in all), in order, as
+        one sketch whose arrays are allocated once, so parts read one at a time never exist twice in memory."""
+        out: Sketch | None = None
+        r = f = 0
+        for part in parts:
+            if out is None:
+                out = Sketch(np.empty((rows, part.sig.shape[1]), part.sig.dtype),
+                             np.empty((rows, part.keys.shape[1]), part.keys.dtype),
+                             np.empty(flat, part.flat.dtype), np.zeros(rows + 1, np.int64))
+            m, t = len(part), len(part.flat)
+            out.sig[r:r + m], out.keys[r:r + m], out.flat[f:f + t] = part.sig, part.keys, part.flat
+            out.offsets[r + 1:r + m + 1] = part.offsets[1:] + f
+            r, f = r + m, f + t
+        if out is None:
+            raise ValueError("Sketch.join needs at least one part")
+        assert (r, f) == (rows, flat), "Sketch.join: the parts do not add up to the sizes given"
+        return out
 
 
 def bucket_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +179,7 @@ class NearIndex:
     def sketch(self, texts: list[str]) -> Sketch:
         """The sketch of every text (see `Sketch`)."""
         parts = [self._sketch_chunk(texts[a:b]) for a, b in text_chunks(texts)]
-        return parts[0] if len(parts) == 1 else Sketch.concat(parts) if parts else self._empty()
+        return Sketch.concat(parts) if parts else self._empty()
 
     def _sketch_chunk(self, texts: list[str]) -> Sketch:
         flat, offsets = ngram_hashes_chunk(texts, self.shingle, self.unit)
@@ -289,7 +310,7 @@ class NearIndex:
     def _indexed(self) -> Sketch:
         """Every indexed row as one sketch."""
         parts = [sk if rows is None else sk.take(rows) for sk, rows in self._parts]
-        self._parts = [(Sketch.concat(parts) if len(parts) > 1 else parts[0], None)]
+        self._parts = [(Sketch.concat(parts), None)]
         return self._parts[0][0]
 
 

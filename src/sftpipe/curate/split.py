@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -44,9 +45,10 @@ def near_groups(texts: list[str], threshold: float, num_perm: int = 128, shingle
     return group_views(len(texts), views)
 
 
-def group_views(n: int, views: list[tuple[NearIndex, list, Sketch]]) -> list[int]:
+def group_views(n: int, views: Iterable[tuple[NearIndex, list, Sketch]]) -> list[int]:
     """`near_groups` over views computed already: (a fresh index, each text's normalized form or a digest of it
-    (empty: no words), each text's sketch from that index)."""
+    (empty: no words), each text's sketch from that index). `views` may be a generator: each view is let go
+    before the next is asked for."""
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -73,6 +75,7 @@ def group_views(n: int, views: list[tuple[NearIndex, list, Sketch]]) -> list[int
         groups = index.groups_sketch(sketch, only=only)
         for i in distinct:
             union(groups[i], i)
+        del index, norms, sketch, first, groups  # the index holds the sketch; free both before the next view
     return [find(i) for i in range(n)]
 
 
