@@ -9,13 +9,16 @@ seconds, records/s and the peak of the summed RSS of every process in the tree (
 Train, per size (`--only train`, with render): a 2-process `sftpipe train` (torchrun, gloo, one step) on the
 dataset the render side built (bench/train_ready.py): when each rank's data is ready, and which ranks rendered.
 
+Agreement, per size (`--only agreement`): curate's near-dedup (each LSH bucket offers a text at most BUCKET_CAP
+earlier texts) against the search it replaced (every earlier text of the bucket), on the same dedup keys.
+
 Rows are merged by size into --out, so sizes can be measured in separate runs (the exponents are recomputed).
 
 Floors, per size, on the same records:
 - json: `json.loads` of every line in one process (records/s), times the cores (a perfectly parallel parse);
 - tokenizer: the fast tokenizer alone on the rendered texts, batched (texts/s), as render's floor.
 
-    .venv/bin/python bench/scale_bench.py [--sizes 10000,100000] [--ray] [--only curate,render,train]
+    .venv/bin/python bench/scale_bench.py [--sizes 10000,100000] [--ray] [--only curate,render,train,agreement]
                                           [--data-dir bench/.scale-data] [--out bench/results/scale_bench.json]
 """
 
@@ -138,6 +141,34 @@ def curate(path: Path, n: int, work: Path, executor: str) -> dict:
     return res
 
 
+def agreement(path: Path) -> dict:
+    """Near-duplicate decisions of curate's dedup (each LSH bucket offers a text at most BUCKET_CAP earlier texts)
+    against the search before the cap (every earlier text of the bucket is offered), on the same dedup keys of
+    the parsed records (default dedup config; normalize and PII not applied): the share of records whose fate
+    (kept, exact or near duplicate) is the same, and each side's seconds."""
+    from sftpipe.config.curate import DedupConfig
+    from sftpipe.curate.dedup import Dedup, exact_digest
+    from sftpipe.readers import ReadResult, stream_conversations
+
+    convs = list(stream_conversations([str(path)], ReadResult(), on_error="skip"))
+    cfg = DedupConfig()
+    keys = [Dedup(cfg).key(c) for c in convs]
+    ids, digests = list(range(len(keys))), [exact_digest(k) for k in keys]
+    fates, seconds = [], []
+    for cap in (None, len(keys)):
+        dedup = Dedup(cfg)
+        if cap is not None:
+            dedup.near.cap = cap
+        t0 = time.perf_counter()
+        found = dedup.decide(ids, digests, dedup.near.sketch(keys), None)
+        seconds.append(round(time.perf_counter() - t0, 1))
+        fates.append([found[i][0] if i in found else "kept" for i in range(len(keys))])
+    same = sum(a == b for a, b in zip(*fates))
+    return {"records": len(keys), "agreement": round(same / len(keys), 6),
+            "near_dropped": {"capped": fates[0].count("near_duplicate"), "uncapped": fates[1].count("near_duplicate")},
+            "search_seconds": {"capped": seconds[0], "uncapped": seconds[1]}}
+
+
 def _sha(path: Path) -> str:
     import hashlib
 
@@ -192,6 +223,12 @@ def main() -> None:
             for a, b in zip(results[f"curate_{executor}"], results[f"curate_{executor}"][1:]):
                 print(f"curate[{executor}] {a['n']:,} -> {b['n']:,}: time exponent "
                       f"{b['exponent_seconds_from_prev']}, memory exponent {b['exponent_rss_from_prev']}")
+    agreements = []
+    for n in sizes if "agreement" in only else []:
+        agreements.append({"n": n, **agreement(export(n, args.data_dir))})
+        print(f"dedup agreement {n:>9,}: {agreements[-1]}", flush=True)
+    if agreements:
+        results["near_dedup_agreement"] = merge(results.get("near_dedup_agreement", []), agreements)
     rows, trains = [], []
     for n in sizes if "render" in only else []:
         path = export(n, args.data_dir)
