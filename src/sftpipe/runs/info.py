@@ -52,7 +52,9 @@ class RunInfo(BaseModel):
     device: str = "cpu"
     precision: str = "fp32"
     batching: str = "padded"
-    world_size: int = 1
+    world_size: int = 1  # of the latest segment
+    # stretches of optimizer steps trained with one world size: {world_size, grad_accum, from_step, to_step}
+    segments: list[dict[str, Any]] = []
     learning_rate: float | None = None
     effective_batch: dict[str, float] = {}
     examples_seen: dict[str, int] = {}  # training examples stepped through, per record category (SFT)

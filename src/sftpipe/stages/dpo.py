@@ -26,7 +26,8 @@ from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_comm
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
 from ..curated import FILES_HASH_DEFINITION
-from ..train.lifecycle import barrier, built_once, callbacks, check_resume, results, save_final
+from ..train.lifecycle import (barrier, built_once, callbacks, check_resume, checkpoint_step, results,
+                               resume_grad_accum, resume_segments, save_final)
 from ..train.load import choose_precision, device_kind
 from . import show
 from .show_train import TrainProgress
@@ -34,7 +35,7 @@ from .show_train import TrainProgress
 # Keys that must not change between a DPO run and its --resume.
 RESUME_KEYS = {"model": None, "template": None, "render": None,
                "dpo": ("reference", "format", "beta", "loss", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps",
-                       "batch_size", "grad_accum", "max_length", "max_prompt_length", "group_by_length", "seed",
+                       "batch_size", "max_length", "max_prompt_length", "group_by_length", "seed",
                        "precompute_ref_log_probs")}
 PARITY_EXAMPLES = 200
 
@@ -101,6 +102,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     old = read_info(folder.path) if resume else None
     if old is not None:
         check_resume(old, cfg.model_dump(mode="json"), hashes, RESUME_KEYS)
+        args.gradient_accumulation_steps = resume_grad_accum(old, "dpo", dcfg.grad_accum, world)  # keeps the batch
+    accum = args.gradient_accumulation_steps
 
     # Model: the SFT policy (adapter continued, or full weights); its reference is the SFT policy itself
     from transformers import set_seed
@@ -116,9 +119,9 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
         kind="dpo", config=cfg.model_dump(mode="json"), base_model=reference.info.base_model,
         base_model_path=reference.info.base_model_path, mode=reference.info.mode, device=device, precision=precision,
         batching="padded", world_size=world, learning_rate=lr,
-        effective_batch={"sequences": float(dcfg.batch_size * dcfg.grad_accum * world),
+        effective_batch={"sequences": float(dcfg.batch_size * accum * world),
                          "tokens": round(summary["tokens"] / max(len(train), 1) * dcfg.batch_size
-                                         * dcfg.grad_accum * world, 1)},
+                                         * accum * world, 1)},
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         data={**hashes, "hash_definition": FILES_HASH_DEFINITION, "train": {"files": dcfg.train, **summary},
@@ -129,7 +132,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
                      "trained_share": round((summary["chosen_tokens"] + summary["rejected_tokens"])
                                             / max(summary["tokens"], 1), 6), "eot_coverage": 1.0, "truncated": 0},
         reference=reference.record(), versions=versions(), git=git_commit(),
-        resumed_from=(old.resumed_from if old else []) + ([resume_from.name] if resume_from else []))
+        resumed_from=(old.resumed_from if old else []) + ([resume_from.name] if resume_from else []),
+        segments=resume_segments(old, "dpo", checkpoint_step(resume_from), world, accum))
     info.git_commit = (info.git or {}).get("commit")
     if main:
         sample = [renderer.render(p.conversation("chosen"))[0] for p in train.pairs(PARITY_EXAMPLES)]
@@ -162,8 +166,9 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     state = trainer.state
     res = results(state, round(time.perf_counter() - t0, 2))
     info.best_checkpoint = res.pop("best_checkpoint")
-    steps_run = state.global_step - (int(resume_from.name.split("-")[1]) if resume_from else 0)
-    pairs_per_second = round(steps_run * dcfg.batch_size * dcfg.grad_accum * world / train_seconds, 3) \
+    steps_run = state.global_step - checkpoint_step(resume_from)
+    info.segments[-1]["to_step"] = state.global_step
+    pairs_per_second = round(steps_run * dcfg.batch_size * accum * world / train_seconds, 3) \
         if steps_run > 0 else None
     keys = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "logps/chosen",
             "logps/rejected")

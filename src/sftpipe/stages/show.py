@@ -54,7 +54,18 @@ def train_start(info, tcfg) -> None:
     eb = info.effective_batch
     print(f"[train] {info.mode} on {info.device} ({info.precision}, {info.batching} batches, {info.world_size} "
           f"process(es)): effective batch {eb['sequences']} sequences / ~{eb['tokens']:.0f} tokens per step "
-          f"(batch_size {tcfg.batch_size} x grad_accum {tcfg.grad_accum} x {info.world_size})", flush=True)
+          f"(batch_size {tcfg.batch_size} x grad_accum {info.segments[-1]['grad_accum']} x {info.world_size})",
+          flush=True)
+    _resumed_elsewhere("train", info)
+
+
+def _resumed_elsewhere(stage: str, info) -> None:
+    """A line when a resumed run now runs on another number of processes, saying how its batch is kept."""
+    if len(info.segments) > 1 and info.segments[-2]["world_size"] != info.world_size:
+        was, now = info.segments[-2], info.segments[-1]
+        print(f"[{stage}] resumed at step {now['from_step']} on {now['world_size']} process(es) instead of "
+              f"{was['world_size']}: grad_accum {was['grad_accum']} -> {now['grad_accum']} keeps "
+              f"{was['grad_accum'] * was['world_size']} micro-batches per optimizer step", flush=True)
 
 
 def print_train(result) -> None:
@@ -77,8 +88,9 @@ def dpo_start(info, dcfg) -> None:
     ref = info.reference or {}
     print(f"[dpo] {info.mode} on {info.device} ({info.precision}): {info.data['train']['pairs']} pairs, beta "
           f"{dcfg.beta}, loss {loss_name(dcfg.model_dump())}, lr {info.learning_rate:g}, {dcfg.batch_size} pairs x "
-          f"grad_accum {dcfg.grad_accum} per step; reference {ref.get('name')} {ref.get('checkpoint') or '(final)'} "
-          f"sha256 {str(ref.get('sha256'))[:12]}", flush=True)
+          f"grad_accum {info.segments[-1]['grad_accum']} x {info.world_size} per step; reference {ref.get('name')} "
+          f"{ref.get('checkpoint') or '(final)'} sha256 {str(ref.get('sha256'))[:12]}", flush=True)
+    _resumed_elsewhere("dpo", info)
 
 
 def print_dpo(result) -> None:

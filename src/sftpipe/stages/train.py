@@ -24,7 +24,8 @@ from ..runs.folder import point_adapter_at_hub_id
 from ..curated import FILES_HASH_DEFINITION
 from ..train.data import (ItemCollator, ItemDataset, effective_batch, end_of_turn_ids,
                           example_groups, load_split, resolve_batching, resolve_max_tokens, resolve_pad_multiple)
-from ..train.lifecycle import barrier, callbacks, check_resume, results, save_final
+from ..train.lifecycle import (barrier, callbacks, check_resume, checkpoint_step, results, resume_grad_accum,
+                               resume_segments, save_final)
 from ..train.load import check_mode, choose_precision, device_kind, learning_rate, load_for_training
 from . import show
 from .show_train import TrainProgress
@@ -86,6 +87,9 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     old = read_info(folder.path) if resume else None
     if old is not None:
         check_resume(old, cfg.model_dump(mode="json"), hashes)
+        # the global batch defines the run: another process count keeps it through gradient accumulation
+        args.gradient_accumulation_steps = resume_grad_accum(old, "train", tcfg.grad_accum, world)
+    accum = args.gradient_accumulation_steps
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # Model: the base (+ LoRA adapter), seeded so the adapter's init is the same at any process count
@@ -101,7 +105,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
         config=cfg.model_dump(mode="json"),
         base_model=cfg.model.name if cfg.model.name in EMBEDDED else str(Path(cfg.model.name).resolve()),
         base_model_path=str(base_path), mode=tcfg.mode, device=device, precision=precision, batching=batching,
-        world_size=world, learning_rate=lr, effective_batch=effective_batch(train.items, tcfg.grad_accum, world),
+        world_size=world, learning_rate=lr, effective_batch=effective_batch(train.items, accum, world),
+        segments=resume_segments(old, "train", checkpoint_step(resume_from), world, accum),
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         micro_batch_max_tokens=max_tokens, pad_to_multiple_of=pad_multiple if batching == "padded" else None,
@@ -136,6 +141,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     info.examples_seen = trainer.examples_seen()
     res = results(state, round(time.perf_counter() - t0, 2))
     info.best_checkpoint = res.pop("best_checkpoint")
+    info.segments[-1]["to_step"] = state.global_step
     if main:
         info.status, info.metrics, info.results = "complete", state.log_history, res
         folder.write_info(info)

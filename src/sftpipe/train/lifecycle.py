@@ -15,10 +15,11 @@ from .callbacks import CheckpointMarker
 
 T = TypeVar("T")
 
-# Keys that must not change between a run and its --resume (anything else, e.g. logging, may).
+# Keys that must not change between a run and its --resume (anything else, e.g. logging, may). grad_accum may, as
+# long as the global batch stays (see resume_grad_accum).
 RESUME_KEYS = {"model": None, "template": None, "render": None, "lora": None,
                "train": ("mode", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "max_tokens",
-                         "pad_to_multiple_of", "grad_accum", "weight_decay", "seed", "batching", "loss_positions")}
+                         "pad_to_multiple_of", "weight_decay", "seed", "batching", "loss_positions")}
 
 
 def barrier() -> None:
@@ -70,6 +71,59 @@ def check_resume(old: RunInfo, new_config: dict[str, Any], hashes: dict[str, str
                 problems.append(f"{section}.{key}: {was.get(key)!r} -> {now.get(key)!r}")
     if problems:
         raise ConfigError("--resume", problems + ["fix: resume with the run's own config, or start a new --name"])
+
+
+def global_accum(old_world: int, old_accum: int, asked: int, configured: int, world: int) -> int:
+    """The gradient accumulation for `world` processes that keeps a run's global batch: `old_accum` x `old_world`
+    micro-batches per optimizer step, as the run was trained until now. `asked` is train.grad_accum now,
+    `configured` what the run's config said: an unchanged value is adjusted, a changed one must keep the batch.
+
+    >>> global_accum(2, 1, asked=1, configured=1, world=1), global_accum(1, 4, asked=4, configured=4, world=2)
+    (2, 2)
+    >>> global_accum(2, 2, asked=1, configured=2, world=4)
+    1
+    """
+    total = old_accum * old_world
+    if asked * world == total:
+        return asked
+    launches = " or ".join(f"{n} process{'es' * (n > 1)} (torchrun --nproc_per_node {n} ...)"
+                           for n in range(1, total + 1) if total % n == 0)
+    if asked != configured:
+        raise ConfigError("--resume", [f"train.grad_accum: {asked} x {world} process(es) = {asked * world} "
+                                       f"micro-batches per optimizer step, but the run takes {total} ({old_world} "
+                                       f"process(es) x grad_accum {old_accum}); fix: leave train.grad_accum at "
+                                       f"{configured} (sftpipe adjusts it) and resume with {launches}"])
+    if total % world:
+        raise ConfigError("--resume", [f"{world} processes cannot split the run's {total} micro-batches per "
+                                       f"optimizer step ({old_world} process(es) x grad_accum {old_accum}) evenly; "
+                                       f"fix: resume with {launches}"])
+    return total // world
+
+
+def resume_segments(old: RunInfo | None, section: str, step: int, world: int, accum: int) -> list[dict[str, Any]]:
+    """run.json's segments after (re)starting at optimizer step `step`: each stretch of steps with its world size
+    and gradient accumulation; the earlier ones end at `step` (a resume from an older checkpoint drops the
+    steps after it), the new one is open (`to_step` None) until the run ends."""
+    prev = [dict(seg) for seg in (old.segments if old else []) if seg["from_step"] < step]
+    if old is not None and not old.segments and step:  # a run.json from before segments were recorded
+        prev = [{"world_size": old.world_size, "grad_accum": old.section(section).get("grad_accum", 1),
+                 "from_step": 0, "to_step": step}]
+    if prev:
+        prev[-1]["to_step"] = step
+    return prev + [{"world_size": world, "grad_accum": accum, "from_step": step, "to_step": None}]
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The optimizer step a checkpoint folder (`checkpoint-<step>`) was saved at; 0 for none."""
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
+
+
+def resume_grad_accum(old: RunInfo, section: str, asked: int, world: int) -> int:
+    """`global_accum` for resuming the run `old` (its last segment, or its world size and config before segments
+    were recorded) with `world` processes and `<section>.grad_accum` = `asked`."""
+    configured = int(old.section(section).get("grad_accum", 1))
+    last = old.segments[-1] if old.segments else {"world_size": old.world_size, "grad_accum": configured}
+    return global_accum(int(last["world_size"]), int(last["grad_accum"]), asked, configured, world)
 
 
 def callbacks(tcfg, run_dir: Path, has_eval: bool, extra: list | None = None) -> list:
