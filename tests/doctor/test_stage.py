@@ -17,7 +17,8 @@ from sftpipe.stages.show_tables import doctor_table
 ISSUE_CHECKS = {"target-behaviours", "base-checkpoint", "template-parity", "end-of-turn", "bos-once", "masks",
                 "multi-turn-policy", "curation-ran", "data-hash", "near-duplicates", "decontaminated",
                 "held-out-split", "lora-first", "overfitting", "general-mix", "refusals", "provenance",
-                "regression-tested", "synthetic-audited", "system-prompt", "dpo-planned", "serving"}
+                "regression-tested", "synthetic-audited", "system-prompt", "dpo-planned", "serving",
+                "shared-run-folder"}
 
 
 def test_every_check_is_registered_once_with_its_guide_line(project):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
 
@@ -59,6 +59,9 @@ class RenderConfig(Section):
     parity_examples: int = Field(2000, ge=0)
 
 
+DEEPSPEED_PRESETS = ("zero2", "zero3")  # shipped DeepSpeed configs (sftpipe.train.parallel.PRESETS)
+
+
 class TrainConfig(Section):
     """SFT (`sftpipe train`): mode, schedule, batching, eval/checkpoints, precision and logging."""
 
@@ -93,8 +96,9 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(None, ge=1)  # evals without improvement before stopping
     logging_steps: int = Field(1, ge=1)
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
-    fsdp: str = ""  # e.g. "full_shard auto_wrap" (transformers TrainingArguments.fsdp); multi-GPU only
-    fsdp_config: dict[str, Any] = Field(default_factory=dict)
+    fsdp: str = ""  # e.g. "full_shard auto_wrap" (transformers TrainingArguments.fsdp); GPUs only
+    fsdp_config: dict[str, Any] = Field(default_factory=dict)  # e.g. {"state_dict_type": "SHARDED_STATE_DICT"}
+    deepspeed: str = ""  # a preset (zero2, zero3) or a DeepSpeed JSON config file; GPUs only
     dataloader_workers: int = Field(0, ge=0)
     parity_examples: int = Field(1000, ge=0)  # examples checked against the saved tokenizer before training
 
@@ -102,6 +106,20 @@ class TrainConfig(Section):
     @classmethod
     def _report_list(cls, v: Any) -> Any:
         return [] if v in (None, "none") else [v] if isinstance(v, str) else v
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed(cls, v: str) -> str:
+        if v and v not in DEEPSPEED_PRESETS and not v.endswith(".json"):
+            raise ValueError(f"{v!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a .json file; fix: "
+                             "one of those")
+        return v
+
+    @model_validator(mode="after")
+    def _one_sharding(self) -> TrainConfig:
+        if self.fsdp and self.deepspeed:
+            raise ValueError("train.fsdp and train.deepspeed are both set; fix: choose one way to shard")
+        return self
 
 
 class LoraConfig(Section):

@@ -5,7 +5,7 @@ This module is the one that imports the check modules (importing one registers i
 holds the registry and imports none of them.
 """
 
-from . import checks_plan, checks_data, checks_template, checks_run  # noqa: F401  (registers the checks)
+from . import checks_plan, checks_data, checks_template, checks_run, checks_cluster  # noqa: F401  (registers)
 from .base import CHECKS, VERDICTS, Check, Finding, Outcome, check, exit_code, run_check
 from .context import Context
 

@@ -26,7 +26,8 @@ from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_comm
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
 from ..curated import FILES_HASH_DEFINITION
-from ..train.lifecycle import (barrier, built_once, callbacks, check_resume, checkpoint_step, results,
+from ..distributed import barrier, check_shared
+from ..train.lifecycle import (built_once, callbacks, check_resume, checkpoint_step, results,
                                resume_grad_accum, resume_segments, save_final)
 from ..train.load import choose_precision, device_kind
 from . import show
@@ -90,6 +91,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     if main:
         folder.prepare(resume)
     barrier()
+    check_shared(folder.path, "dpo.output_dir")  # every process reads what the others write there
 
     # Data: pairs -> prompt/chosen/rejected ids with the SFT render (rejects with reasons under on_error: skip)
     builds = args.local_process_index == 0  # one process per machine encodes, the others map its dataset

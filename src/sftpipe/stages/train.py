@@ -24,8 +24,10 @@ from ..runs.folder import point_adapter_at_hub_id
 from ..curated import FILES_HASH_DEFINITION
 from ..train.data import (ItemCollator, ItemDataset, effective_batch, end_of_turn_ids,
                           example_groups, load_split, resolve_batching, resolve_max_tokens, resolve_pad_multiple)
-from ..train.lifecycle import (barrier, callbacks, check_resume, checkpoint_step, results, resume_grad_accum,
+from ..distributed import barrier, check_shared
+from ..train.lifecycle import (callbacks, check_resume, checkpoint_step, results, resume_grad_accum,
                                resume_segments, save_final)
+from ..train.parallel import check_sharding
 from ..train.load import check_mode, choose_precision, device_kind, learning_rate, load_for_training
 from . import show
 from .show_train import TrainProgress
@@ -58,6 +60,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     device = device_kind()
     check_mode(tcfg.mode, device)
     precision = choose_precision(tcfg.precision, device)
+    sharding = check_sharding(tcfg, device, precision)  # the DeepSpeed config, when train.deepspeed is set
     batching = resolve_batching(tcfg.batching, device)
     lr = learning_rate(tcfg)
     has_eval = bool(cfg.data.eval)
@@ -66,13 +69,14 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     # The run folder (an existing run is replaced only when the new one commits), then the processes
     folder, resume_from = RunFolder.begin(tcfg.output_dir, cfg.name, resume=resume, overwrite=tcfg.overwrite)
     args = training_arguments(tcfg, output_dir=str(folder.checkpoints), lr=lr, precision=precision, device=device,
-                              batching=batching, has_eval=has_eval,
+                              batching=batching, has_eval=has_eval, deepspeed=sharding,
                               report_to=[r for r in tcfg.report_to if r != "tensorboard"])
     _ = args.device  # sets up the process group under torchrun / accelerate launch
     main, world = args.process_index == 0, args.world_size
     if main:
         folder.prepare(resume)
     barrier()
+    check_shared(folder.path, "train.output_dir")  # every process reads what the others write there
 
     # Data: render with the template, batch (length-grouped padded on CPU, packed on GPU)
     renderer = build_renderer(cfg.model, cfg.template, cfg.render)
@@ -130,6 +134,9 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
                          data_collator=ItemCollator(batching, pad_id, pad_multiple), loss_positions=tcfg.loss_positions,
                          example_groups=example_groups(train.examples),
                          callbacks=callbacks(tcfg, folder.path, has_eval, [TrainProgress()] if progress else []))
+    if trainer.sharded and trainer.head is not None and progress and main:
+        show.log("train")(f"{trainer.sharded}: the loss takes the trained positions' logits from inside the forward "
+                          "(no chunking)")
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress (or nothing) instead of printed dicts

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..distributed import all_ok, barrier
 from ..errors import ConfigError
 from ..runs import RunInfo
 from .callbacks import CheckpointMarker
@@ -20,28 +21,6 @@ T = TypeVar("T")
 RESUME_KEYS = {"model": None, "template": None, "render": None, "lora": None,
                "train": ("mode", "lr", "scheduler", "warmup_ratio", "epochs", "max_steps", "batch_size", "max_tokens",
                          "pad_to_multiple_of", "weight_decay", "seed", "batching", "loss_positions")}
-
-
-def barrier() -> None:
-    """Wait for every process (no-op without a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def all_ok(ok: bool) -> bool:
-    """Whether every process passed `ok` (`ok` itself without a process group). A collective: every process
-    calls it, and each waits for the others."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return ok
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    flag = torch.tensor([int(ok)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
 
 
 def built_once(build: Callable[[], T], builds: bool, what: str) -> T:
@@ -142,10 +121,14 @@ def callbacks(tcfg, run_dir: Path, has_eval: bool, extra: list | None = None) ->
 
 
 def save_final(trainer, run_dir: Path, main: bool) -> None:
-    """Save the trained weights into run_dir through a temp folder (all processes: FSDP gathers)."""
+    """Save the trained weights into run_dir through a temp folder (all processes: FSDP gathers). Under FSDP with
+    sharded checkpoints the final weights are gathered whole (safetensors), which eval, export and serve read."""
     tmp = run_dir / ".final.tmp"
     if main and tmp.exists():
         shutil.rmtree(tmp)
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if trainer.is_fsdp_enabled and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        plugin.set_state_dict_type("FULL_STATE_DICT")  # checkpoints stay sharded; the final weights are whole
     barrier()
     trainer.save_model(str(tmp))
     barrier()

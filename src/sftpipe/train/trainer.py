@@ -23,6 +23,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..chunked import head_logprobs
 from ..labels import IGNORE_INDEX
+from .parallel import shards_parameters
 
 
 def shift_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -59,16 +60,19 @@ class TrainedPositions:
 
     When the output layer is frozen and the model does nothing to its logits after it (no soft-capping), the hook
     instead hands the output layer nothing and keeps the selected hidden states, and the loss computes the logits
-    itself in chunks (`chunked_cross_entropy`): the same loss without the whole [positions x vocab] logits.
+    itself in chunks (`chunked_cross_entropy`): the same loss without the whole [positions x vocab] logits. That
+    reads the layer's weight after the forward, so not with `whole_head` False (FSDP, ZeRO-3: the weight is
+    sharded there), where the selected positions go through the layer inside the forward.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, whole_head: bool = True):
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head); fix: set "
                              "train.loss_positions=all")
         self.head = head
-        self.chunked = (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+        self.chunked = (whole_head and type(head) is torch.nn.Linear and head.bias is None
+                        and not head.weight.requires_grad
                         and not getattr(model.config, "final_logit_softcapping", None))
         self.hidden: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
@@ -132,7 +136,8 @@ class SftTrainer(Trainer):
     def __init__(self, *args, loss_positions: str = "trained", example_groups: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         base = self.accelerator.unwrap_model(self.model)
-        self.head = TrainedPositions(base) if loss_positions == "trained" else None
+        self.sharded = shards_parameters(self)  # why the output layer is not whole after the forward, if it is not
+        self.head = TrainedPositions(base, whole_head=self.sharded is None) if loss_positions == "trained" else None
         # Our compute_loss divides by the accumulated trained-token count itself, so the Trainer must count it
         # for every step and must not divide by the accumulation steps again.
         self.model_accepts_loss_kwargs = True
@@ -231,7 +236,8 @@ def training_arguments(tcfg, *, output_dir: str, lr: float, precision: str, devi
         include_num_input_tokens_seen="non_padding" if batching == "padded" else "all",
         dataloader_num_workers=tcfg.dataloader_workers,
         ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        ddp_find_unused_parameters=False, fsdp=tcfg.fsdp, fsdp_config=tcfg.fsdp_config or None,
+        ddp_find_unused_parameters=False, fsdp=tcfg.fsdp, fsdp_config=dict(tcfg.fsdp_config) or None,  # a copy:
+        # transformers writes its defaults into it
     )
     kwargs.update(overrides)
     fields = TrainingArguments.__dataclass_fields__
