@@ -61,3 +61,19 @@ def test_a_config_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
     path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"(?s)latin1.yaml.*not UTF-8 .*fix: save the file as UTF-8"):
         load_config(path)
+
+
+def test_rules_across_keys_are_reported_all_at_once_before_anything_loads():
+    """What the Trainer would refuse after the model loaded (save_steps not a multiple of eval_steps with held-out
+    data), and keys that would silently do nothing without held-out data."""
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["data.eval=e.jsonl", "train.eval_steps=5", "train.save_steps=2",
+                               "dpo.early_stopping_patience=2", "train.fsdp=full_shard", "train.deepspeed=zero2"])
+    problems = err.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith("train.save_steps: 2 is not a multiple of train.eval_steps (5)")
+    assert "fix: set dpo.eval" in problems[1] and "choose one way to shard" in problems[2]
+    with pytest.raises(ConfigError, match=r"train.eval_limit: 3 needs held-out data"):
+        load_config(overrides=["train.eval_limit=3"])
+    load_config(overrides=["data.eval=e.jsonl", "train.eval_steps=5", "train.save_steps=10", "train.eval_limit=3"])
+    load_config(overrides=["train.eval_steps=5", "train.save_steps=2"])  # no held-out data: no best checkpoint

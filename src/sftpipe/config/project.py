@@ -17,6 +17,7 @@ from .curate import CurateConfig
 from .evaluate import EvalConfig
 from .sections import (DataConfig, DpoConfig, LoraConfig, ModelConfig, RenderConfig, ReviewConfig, TemplateConfig,
                        TrainConfig)
+from .rules import cross_field_problems
 from .serve import ServeConfig
 
 
@@ -154,6 +155,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if value is not None:
             data = _merge(data, _nest(key.split("."), value))
     try:
-        return SftpipeConfig.model_validate(data)
+        cfg = SftpipeConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(source, format_errors(err, SftpipeConfig)) from None
+    problems = cross_field_problems(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg

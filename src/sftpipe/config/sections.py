@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from .base import Section
 
@@ -114,12 +114,6 @@ class TrainConfig(Section):
             raise ValueError(f"{v!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a .json file; fix: "
                              "one of those")
         return v
-
-    @model_validator(mode="after")
-    def _one_sharding(self) -> TrainConfig:
-        if self.fsdp and self.deepspeed:
-            raise ValueError("train.fsdp and train.deepspeed are both set; fix: choose one way to shard")
-        return self
 
 
 class LoraConfig(Section):
