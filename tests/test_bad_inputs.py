@@ -50,7 +50,7 @@ def test_each_bad_file_fails_with_one_clear_line(case, tmp_path, capsys, monkeyp
                         "--model", "smollm2-135m-instruct")
     assert code == case["exit"], err
     assert "Traceback" not in err and err.startswith("error: "), err
-    # One line names the file and the fix (config errors put a "N problem(s)" header line above it).
+    # One line names the file and the fix (config errors with several problems put a header line above them).
     [line] = [x for x in err.splitlines() if str(BAD / case["file"]) in x]
     assert len(err.strip().splitlines()) <= 2 and "fix:" in line.lower(), err
     for part in case["expect"]:

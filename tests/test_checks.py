@@ -170,7 +170,7 @@ def test_load_rules_errors_name_rule_and_field_all_at_once(tmp_path):
             categories: refund
             must_contain: ["y"]
     """)
-    assert "2 problem(s)" in msg
+    assert "2 problems" in msg
     assert "rule 'typo_rule', field 'must_contian'" in msg
     assert "rule 'bad_cats', field 'categories'" in msg
 

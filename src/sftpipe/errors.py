@@ -8,13 +8,26 @@ class SftpipeError(Exception):
 
 
 class ConfigError(SftpipeError):
-    """The YAML config or a `--set` override is invalid; `problems` lists every issue found."""
+    """The YAML config, a `--set` override or a command-line argument (`source`: "config", a file, "--index", ...)
+    is invalid; `problems` lists every issue found.
+
+    >>> str(ConfigError("--index", ["99 is out of range (0-9); fix: pass 0-9"]))
+    '--index: 99 is out of range (0-9); fix: pass 0-9'
+    >>> print(ConfigError("sftpipe.yaml", ["train.lr: ...", "lora.r: ..."]))
+    sftpipe.yaml: 2 problems in config:
+      - train.lr: ...
+      - lora.r: ...
+    """
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s) in config:\n{lines}")
+        if len(problems) == 1:
+            text = f"{source}: {problems[0]}"
+        else:
+            where = "" if source.startswith("-") else " in config"
+            text = f"{source}: {len(problems)} problems{where}:\n" + "\n".join(f"  - {p}" for p in problems)
+        super().__init__(text)
 
 
 class ModelError(SftpipeError):

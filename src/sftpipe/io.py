@@ -133,11 +133,18 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def require_files(paths: Iterable[str | os.PathLike], key: str) -> None:
-    """Every path is a readable file, else one error listing each that is not (the config key and the fix)."""
+def require_files(paths: Iterable[str | os.PathLike], key: str, made_by: dict[str, str] | None = None) -> None:
+    """Every path is a readable file, else one error listing each that is not (the config key and the fix).
+    `made_by` maps a folder to the command that writes it: a file missing there says to run that first."""
     from .errors import ConfigError
 
-    problems = [f"{p}: {'is a folder' if Path(p).is_dir() else 'file not found'}; fix: give an existing "
-                f"JSONL/Parquet file" for p in paths if not Path(p).is_file()]
+    def fix(p: Path) -> str:
+        for folder, command in (made_by or {}).items():
+            if p.resolve().is_relative_to(Path(folder).resolve()):
+                return f"run `{command}` first: it writes {folder}/"
+        return "give an existing JSONL/Parquet file"
+
+    problems = [f"{p}: {'is a folder' if Path(p).is_dir() else 'file not found'}; fix: {fix(Path(p))}"
+                for p in paths if not Path(p).is_file()]
     if problems:
         raise ConfigError(key, problems)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from sftpipe.cli import app
 from sftpipe.config import load_config
+from sftpipe.errors import ConfigError
 from sftpipe.doctor import CHECKS
 from sftpipe.stages import doctor as doctor_stage
 from sftpipe.stages.show_tables import doctor_table
@@ -78,3 +79,9 @@ def test_a_crashing_check_is_a_fail_row_not_a_crash(project):
 
     f = run_check(Check("boom", "Guide: \"x\"", lambda ctx: 1 / 0), Context(project.cfg()))
     assert f.verdict == "FAIL" and "crashed: ZeroDivisionError" in f.evidence and "doctor bug" in f.fix
+
+
+def test_a_run_folder_that_is_not_there_is_an_error_not_five_skips(project):
+    res = _invoke("--run", "runs/nope")
+    assert isinstance(res.exception, ConfigError), res.output  # the CLI's main prints it as one line, exit 2
+    assert str(res.exception).startswith("--run: runs/nope is not a run folder (it holds no run.json); fix:")

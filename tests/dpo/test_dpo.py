@@ -113,6 +113,8 @@ def test_refuses_another_template_or_a_missing_reference_naming_both(make_dpo, s
         run(make_dpo("dpo.reference="), progress=False)
     with pytest.raises(ConfigError, match="neither an SFT run"):
         run(make_dpo(reference=tmp_path), progress=False)
+    with pytest.raises(ConfigError, match=r"dpo.train: .*nope.jsonl: file not found; fix: give an existing"):
+        run(make_dpo(f"dpo.train={tmp_path / 'nope.jsonl'}"), progress=False)  # not a raw FileNotFoundError
     assert not (tmp_path / "runs" / "dpo").exists()
 
 

@@ -48,3 +48,14 @@ def test_full_run_saves_plain_weights_and_merge_refuses_it(make_cfg):
     assert info.mode == "full" and not hasattr(model, "peft_config")
     with pytest.raises(ModelError, match="nothing to merge"):
         merge_run(result.run_dir)
+
+
+def test_train_before_curate_says_to_run_curate(make_cfg, tmp_path):
+    curated = tmp_path / "curated"
+    cfg = make_cfg(f"curate.out_dir={curated}", f"data.train={curated / 'train.jsonl'}")
+    with pytest.raises(ConfigError) as err:
+        run(cfg, progress=False)
+    assert str(err.value) == (f"data.train: {curated / 'train.jsonl'}: file not found; fix: run `sftpipe curate` first: "
+                              f"it writes {curated}/")
+    with pytest.raises(ConfigError, match="fix: give an existing JSONL/Parquet file"):  # elsewhere: the plain fix
+        run(make_cfg(f"data.train={tmp_path / 'typo.jsonl'}"), progress=False)

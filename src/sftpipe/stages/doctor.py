@@ -14,6 +14,8 @@ from typing import Any
 
 from ..config import SftpipeConfig
 from ..doctor import Context, Finding, exit_code, run_checks
+from ..errors import ConfigError
+from ..runs import is_run
 
 
 @dataclass
@@ -43,5 +45,8 @@ def run(cfg: SftpipeConfig, *, config_path: Path | None = None, run_dir: Path | 
         only: list[str] | None = None) -> DoctorResult:
     """Run the checks on `cfg` (relative paths from the current folder) and `run_dir` (default: the config's own
     run, `<train.output_dir>/<name>`, when it exists)."""
+    if run_dir is not None and not is_run(run_dir):  # a typo must not pass as a run whose checks all skip
+        raise ConfigError("--run", [f"{run_dir} is not a run folder (it holds no run.json); fix: pass runs/<name> as "
+                                    "written by `sftpipe train`, or leave --run out to check the config's own run"])
     ctx = Context(cfg, config_path=config_path, run_dir=Path(run_dir) if run_dir else None)
     return DoctorResult(run_checks(ctx, only), str(config_path or "config"), ctx.run_dir)

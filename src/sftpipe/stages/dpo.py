@@ -27,6 +27,7 @@ from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
 from ..curated import FILES_HASH_DEFINITION
 from ..distributed import barrier, check_shared
+from ..io import require_files
 from ..train.lifecycle import (built_once, callbacks, check_resume, checkpoint_step, results,
                                resume_grad_accum, resume_segments, save_final)
 from ..train.load import choose_precision, device_kind
@@ -69,6 +70,8 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> D
     if not dcfg.train:
         raise ConfigError("dpo", ["train: no preference pairs; fix: set dpo.train to a JSONL of "
                                   "prompt/chosen/rejected records"])
+    require_files(dcfg.train, "dpo.train")
+    require_files(dcfg.eval, "dpo.eval")
     device = device_kind()
     precision = choose_precision(dcfg.precision, device)
 

@@ -35,7 +35,7 @@ def run(ref: str | Path, out: str | Path, *, format: str = "hf", dtype: str = "b
     try:
         found = resolve(ref)
     except ModelError as e:
-        raise ConfigError("RUN", [str(e)]) from None
+        raise ConfigError("export", [str(e)]) from None
     run_dir, checkpoint = found.run_dir, found.checkpoint
     out = Path(out)
     model, tokenizer, info = merged_model(run_dir, checkpoint)

@@ -220,7 +220,7 @@ def load_split(cfg, renderer: ChatRenderer, split: str, *, batching: str, seed: 
         if split == "train":
             raise ConfigError("config", ["data.train: no input files; fix: set data.train or pass --input"])
         return None
-    require_files(paths, f"data.{split}")
+    require_files(paths, f"data.{split}", made_by={cfg.curate.out_dir: "sftpipe curate"})
     for p in paths:
         require_curated(p)
     data_hash = files_hash(paths)
