@@ -55,7 +55,7 @@ def test_train_before_curate_says_to_run_curate(make_cfg, tmp_path):
     cfg = make_cfg(f"curate.out_dir={curated}", f"data.train={curated / 'train.jsonl'}")
     with pytest.raises(ConfigError) as err:
         run(cfg, progress=False)
-    assert str(err.value) == (f"data.train: {curated / 'train.jsonl'}: file not found; fix: run `sftpipe curate` first: "
-                              f"it writes {curated}/")
+    assert str(err.value) == (f"data.train: {curated / 'train.jsonl'}: file not found; fix: run `sftpipe curate` "
+                              f"first: it writes {curated}/")
     with pytest.raises(ConfigError, match="fix: give an existing JSONL/Parquet file"):  # elsewhere: the plain fix
         run(make_cfg(f"data.train={tmp_path / 'typo.jsonl'}"), progress=False)
