@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 
 import httpx2 as httpx
 import pytest
@@ -136,6 +137,8 @@ LIMITS = [  # (body or raw bytes, status, param)
     ({"model": MODEL, "messages": PROMPTS[0], "stop": ["a"] * 5}, 400, "stop"),
     ({"model": MODEL, "messages": PROMPTS[0], "temperature": 9}, 400, "temperature"),
     ({"model": "other", "messages": PROMPTS[0]}, 404, "model"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 400}], "max_tokens": 200}, 400,
+     "max_tokens"),  # prompt + max_tokens past the context (512): refused, not quietly shortened
     (b"{not json", 400, "body"),
 ]
 
@@ -148,6 +151,17 @@ def test_every_limit_names_its_field_and_the_server_keeps_serving(live, client, 
     error = res.json()["error"]
     assert error["param"] == param and param.split("[")[0] in error["message"]
     assert client.chat.completions.create(model=MODEL, messages=PROMPTS[0], max_tokens=2).choices
+
+
+def test_nulls_and_the_developer_role_as_current_clients_send_them(live):
+    body = {"model": MODEL, "n": None, "max_completion_tokens": None, "max_tokens": 3, "temperature": None,
+            "messages": [{"role": "developer", "content": "Answer in one line."}, PROMPTS[1][1]]}
+    res = _post(live, "/chat/completions", body)
+    assert res.status_code == 200, res.text
+    assert res.json()["usage"]["completion_tokens"] <= 3  # max_tokens holds though max_completion_tokens is null
+    as_system = _post(live, "/render", {"messages": PROMPTS[1]}).json()
+    as_developer = _post(live, "/render", {"messages": body["messages"]}).json()
+    assert as_developer["token_ids"] == as_system["token_ids"]
 
 
 def test_api_key_is_required(live):
@@ -203,6 +217,61 @@ def test_a_full_queue_answers_429(tiny_run):
     assert third.status_code == 429 and third.json()["error"]["type"] == "rate_limit_error"
     assert first.status_code == second.status_code == 200
     assert first.json()["choices"][0]["message"] == second.json()["choices"][0]["message"]
+
+
+def test_a_request_whose_client_left_stops_decoding(tiny_run):
+    """Non-streaming: the client goes away 0.3 s into a reply of 120 tokens that takes ~2.4 s to decode; the engine
+    stops within a few steps instead of decoding the rest for nobody."""
+    served = load_served(tiny_run)
+    engine = Engine(served.model, served.tokenizer, served.stop_ids, max_batch=1)
+    steps, step = [], engine.step
+
+    def slow_step():
+        time.sleep(0.02)
+        steps.append(len(engine.rows))
+        return step()
+
+    engine.step = slow_step
+    worker = Worker(engine, max_queue=4).start()
+    app = build_app(served, worker, ServeConfig(), None)
+    body = {"model": MODEL, "messages": PROMPTS[0], "max_tokens": 120}
+
+    async def whole() -> dict:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return (await c.post("/v1/chat/completions", json=body, timeout=60)).json()
+
+    async def leaving() -> list[dict]:
+        start, sent = time.monotonic(), []
+        pending = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+
+        async def receive():
+            if pending:
+                return pending.pop(0)
+            if time.monotonic() - start > 0.3:
+                return {"type": "http.disconnect"}
+            await asyncio.sleep(3600)  # nothing yet (Starlette polls with a cancelled scope)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 1), "server": ("t", 80)}
+        await app(scope, receive, send)
+        return sent
+
+    try:
+        reply = asyncio.run(whole())
+        assert reply["choices"][0]["finish_reason"] == "length" and reply["usage"]["completion_tokens"] == 120
+        steps.clear()
+        t0 = time.monotonic()
+        asyncio.run(leaving())
+        while engine.rows and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert not engine.rows and 0 < sum(n > 0 for n in steps) < 40, steps  # 120 steps had it gone on
 
 
 def test_start_up_refuses_a_changed_template(tiny_run, tmp_path, capsys, monkeypatch):

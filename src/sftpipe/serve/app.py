@@ -10,13 +10,16 @@ import json
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..generate import QueueFull, Request as GenRequest, Worker
 from ..config.serve import ServeConfig
 from .load import Served
 from .protocol import ApiError, ChatParams, decode_messages, decode_request, encode_chunk, encode_response, usage
+
+
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
 
 async def _read_json(request: Request, cfg: ServeConfig):
@@ -51,16 +54,16 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
     async def _api_error(_, exc: ApiError):
         return JSONResponse(exc.body(), status_code=exc.status)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                err = ApiError(401, "authorization", "missing or wrong API key; fix: send the header "
-                               "'Authorization: Bearer <key>' with the key the server was started with",
-                               "authentication_error")
-                return JSONResponse(err.body(), status_code=401)
-        return await call_next(request)
+    async def _auth(request: Request) -> None:
+        # a dependency, not an HTTP middleware: Starlette's BaseHTTPMiddleware hides a client's disconnect from
+        # the endpoint, which must see it to stop decoding
+        given = request.headers.get("authorization", "")
+        if api_key and not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            raise ApiError(401, "authorization", "missing or wrong API key; fix: send the header "
+                           "'Authorization: Bearer <key>' with the key the server was started with",
+                           "authentication_error")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth)])
 
     def encode(messages: list[dict]) -> list[int]:
         try:
@@ -73,12 +76,12 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
         return {"status": "ok", "model": served.name, "template_sha256": served.template_sha256,
                 "running": len(worker.engine.rows), "waiting": worker.waiting.qsize()}
 
-    @app.get("/v1/models")
+    @v1.get("/models")
     async def models():
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": 0,
                                             "owned_by": "sftpipe"}]}
 
-    @app.post("/v1/render")
+    @v1.post("/render")
     async def render(request: Request):
         body = await _read_json(request, cfg)
         if not isinstance(body, dict):
@@ -94,7 +97,7 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
                                                                                    for i in ids],
                 "template_sha256": served.template_sha256}
 
-    @app.post("/v1/chat/completions")
+    @v1.post("/chat/completions")
     async def chat(request: Request):
         body = await _read_json(request, cfg)
         params = decode_request(body, cfg)
@@ -105,9 +108,15 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
         if len(ids) >= context:
             raise ApiError(400, "messages", f"the prompt has {len(ids)} tokens; the context holds {context} "
                            "(prompt + reply); fix: send fewer or shorter messages")
+        if params.max_tokens is not None and len(ids) + params.max_tokens > context:  # refused, as OpenAI and vLLM do
+            raise ApiError(400, "max_tokens", f"the prompt has {len(ids)} tokens and max_tokens asks for "
+                           f"{params.max_tokens} more, but the context holds {context}; fix: ask for at most "
+                           f"{context - len(ids)} tokens, or send a shorter prompt")
         budget = min(params.max_tokens or cfg.default_max_tokens, context - len(ids))
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        return await (stream(rid, ids, budget, params) if params.stream else complete(rid, ids, budget, params))
+        if params.stream:
+            return await stream(rid, ids, budget, params)
+        return await complete(rid, ids, budget, params, request)
 
     def predict(ids: list[int], budget: int, params: ChatParams, on_text=None):
         """Queue the request on the engine; (request, future of its Generation). 429 when the queue is full."""
@@ -127,12 +136,15 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
                            "rate_limit_error") from None
         return req, done
 
-    async def complete(rid: str, ids: list[int], budget: int, params: ChatParams):
+    async def complete(rid: str, ids: list[int], budget: int, params: ChatParams, request: Request):
         req, done = predict(ids, budget, params)
         try:
-            gen = await done
+            while not (await asyncio.wait({done}, timeout=DISCONNECT_POLL_S))[0]:
+                if await request.is_disconnected():  # nobody will read the reply: stop decoding it
+                    return JSONResponse({}, status_code=499)
+            gen = done.result()
         finally:
-            req.cancelled = True  # a no-op once finished; stops decoding if the client went away
+            req.cancelled = True  # a no-op once finished
         return encode_response(rid, served.name, gen.text, gen.finish, len(ids), gen.new_tokens)
 
     async def stream(rid: str, ids: list[int], budget: int, params: ChatParams):
@@ -166,6 +178,7 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    app.include_router(v1)
     return app
 
 

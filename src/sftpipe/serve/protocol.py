@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from ..config.serve import ServeConfig
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant")  # developer: what current OpenAI clients send for system
+UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs", "logit_bias")  # refused when set (not null/empty)
+PENALTIES = ("presence_penalty", "frequency_penalty")  # refused unless 0: sampling here has no such term
 
 
 class ApiError(Exception):
@@ -76,7 +78,8 @@ def decode_messages(body: dict, cfg: ServeConfig) -> list[dict]:
         if m.get("role") not in ROLES:
             raise ApiError(400, f"messages[{i}].role", f"messages[{i}].role is {m.get('role')!r}; allowed: "
                            f"{', '.join(ROLES)}")
-        out.append({"role": m["role"], "content": _content(m.get("content"), f"messages[{i}].content")})
+        role = "system" if m["role"] == "developer" else m["role"]  # the template knows system instructions
+        out.append({"role": role, "content": _content(m.get("content"), f"messages[{i}].content")})
     return out
 
 
@@ -85,13 +88,22 @@ def decode_request(body, cfg: ServeConfig) -> ChatParams:
     if not isinstance(body, dict):
         raise ApiError(400, None, "the request body must be a JSON object")
     messages = decode_messages(body, cfg)
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):  # JSON null is "not set", as OpenAI and vLLM read it
         raise ApiError(400, "n", "n must be 1 (one reply per request)")
-    for key in ("tools", "functions", "logprobs"):
+    for key in UNSUPPORTED:
         if body.get(key):
-            raise ApiError(400, key, f"{key} is not supported by this server")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            raise ApiError(400, key, f"{key} is not supported by this server; fix: leave it out")
+    for key in PENALTIES:
+        if body.get(key) not in (None, 0):
+            raise ApiError(400, key, f"{key} is not supported by this server (its sampling has no penalty term); "
+                           "fix: leave it out or at 0")
+    response_format = body.get("response_format")
+    if response_format not in (None, {"type": "text"}):
+        raise ApiError(400, "response_format", "response_format other than {\"type\": \"text\"} is not enforced by "
+                       "this server, so a JSON reply would not be guaranteed; fix: leave it out and ask for JSON "
+                       "in the messages")
+    field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(field)
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                    or not 1 <= max_tokens <= cfg.max_tokens_cap):
         raise ApiError(400, field, f"{field} must be an integer from 1 to {cfg.max_tokens_cap} (the server's "
