@@ -41,3 +41,4 @@ def test_the_card_names_the_hub_id_and_keeps_the_local_path():
     head = card.split("---")[1]
     assert f"base_model: {HUB_IDS['smollm2-135m-instruct']}" in head
     assert "path: /cache/models/smollm2-135m-instruct" in head
+    assert "Train hash `h`, no held-out split (d)." in card and "None" not in card.split("## Data")[1][:80]

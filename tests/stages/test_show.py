@@ -23,3 +23,10 @@ def test_export_line_names_the_run_or_checkpoint_given(capsys, record, source):
 def test_review_stats_as_json(capsys):
     show.print_review_stats({"answers": 1}, as_json=True)
     assert json.loads(capsys.readouterr().out) == {"answers": 1}
+
+
+def test_generated_files_show_a_count_only_where_there_is_one(capsys):
+    from types import SimpleNamespace
+
+    show.print_generated(SimpleNamespace(files={"raw": Path("a.jsonl"), "facts": Path("b.json")}, counts={"raw": 3}))
+    assert capsys.readouterr().out == "a.jsonl  (3 lines)\nb.json\n"  # not "b.json  ( lines)"

@@ -124,8 +124,9 @@ def render_card(info: dict[str, Any], eval_scores: dict[str, Any] | None = None)
         _summary(info), "",
         "## Training", "", _table(hyperparameters(info)), "",
         "## Data", "",
-        f"Train hash `{info['data']['train_hash']}`, eval hash `{info['data'].get('eval_hash')}` "
-        f"({info['data']['hash_definition']}).", "",
+        f"Train hash `{info['data']['train_hash']}`, "
+        + (f"eval hash `{info['data']['eval_hash']}`" if info["data"].get("eval_hash") else "no held-out split")
+        + f" ({info['data']['hash_definition']}).", "",
         _table({k: info["mask_report"].get(k) for k in ("examples", "tokens", "trained_tokens", "trained_share",
                                                         "eot_coverage", "truncated")}), "",
         "## Results", "", _table(results) if results else "Training has not finished.", "",

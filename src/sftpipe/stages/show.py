@@ -93,14 +93,23 @@ def dpo_start(info, dcfg) -> None:
     _resumed_elsewhere("dpo", info)
 
 
+def _rounded(x, digits: int = 4):
+    """A metric as a reader wants it: floats to `digits` significant digits, anything else as it is.
+
+    >>> _rounded(2.800806999206543), _rounded(None), _rounded(0.000123456)
+    (2.801, None, 0.0001235)
+    """
+    return float(f"{x:.{digits}g}") if isinstance(x, float) else x
+
+
 def print_dpo(result) -> None:
     """A short table of what a DPO run did."""
     m = result.metrics
     console.print(key_value_table(f"dpo {result.run_dir}", [
         ("reference", f"{result.reference.get('run')} {result.reference.get('checkpoint') or ''}".strip()),
         ("pairs (rejected)", f"{result.pairs} ({result.rejected})"), ("steps", result.steps),
-        ("final loss", result.final_loss), ("reward margin", m.get("rewards/margins")),
-        ("reward accuracy", m.get("rewards/accuracies")), ("pairs/s", result.pairs_per_second),
+        ("final loss", _rounded(result.final_loss)), ("reward margin", _rounded(m.get("rewards/margins"))),
+        ("reward accuracy", _rounded(m.get("rewards/accuracies"))), ("pairs/s", result.pairs_per_second),
         ("seconds", result.seconds), *([("resumed from", result.resumed_from)] if result.resumed_from else [])]))
 
 
@@ -171,7 +180,8 @@ def print_doctor(result, *, as_json: bool = False, strict: bool = False) -> None
 
 def print_generated(result) -> None:
     """The files the demo generator wrote, with their line counts."""
-    print("\n".join(f"{path}  ({result.counts.get(key, '')} lines)" for key, path in result.files.items()))
+    print("\n".join(f"{path}  ({result.counts[key]} lines)" if key in result.counts else str(path)
+                    for key, path in result.files.items()))
 
 
 def step(title: str) -> None:
