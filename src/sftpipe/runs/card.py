@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..io import atomic_write_text
-from ..models import HUB_IDS
+from ..models import hub_id
 from .info import RunInfo, read_info, write_info
 
 EVAL_START, EVAL_END = "<!-- sftpipe:eval -->", "<!-- /sftpipe:eval -->"
@@ -68,7 +68,8 @@ def _front_matter(info: dict[str, Any], eval_scores: dict[str, Any] | None) -> d
         block["reference"] = info["reference"]
     if eval_scores is not None:
         block["eval"] = eval_scores
-    return {"base_model": HUB_IDS.get(info["base_model"], info["base_model"]),
+    hub = hub_id(info["base_model"])  # the card's base_model is a hub id or nothing (never a local path)
+    return {**({"base_model": hub} if hub else {}),
             "library_name": "peft" if info["mode"] != "full" else "transformers",
             "pipeline_tag": "text-generation", "tags": ["sftpipe", info.get("kind", "sft"), info["mode"]],
             "sftpipe": block}

@@ -148,10 +148,12 @@ def point_adapter_at_hub_id(folder: Path, base_model: str) -> None:
     import json
 
     from ..io import write_json
-    from ..models import HUB_IDS
+    from ..models import hub_id, hub_ref
 
     path = Path(folder) / "adapter_config.json"
-    if base_model in HUB_IDS and path.is_file():
+    if hub_id(base_model) and path.is_file():
         config = json.loads(path.read_text(encoding="utf-8"))
-        config["base_model_name_or_path"] = HUB_IDS[base_model]
+        config["base_model_name_or_path"] = hub_id(base_model)
+        if (found := hub_ref(base_model)) and found[1]:
+            config["revision"] = found[1]  # peft loads the base at this commit
         write_json(path, config)

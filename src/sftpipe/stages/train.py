@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import SftpipeConfig
 from ..dataset import build_renderer
-from ..models import EMBEDDED, resolve_model
+from ..models import model_record, resolve_model
 from ..runs import RunFolder, RunInfo, TemplateInfo, generation_config, git_commit, read_info, versions
 from ..runs import write_card
 from ..runs.folder import point_adapter_at_hub_id
@@ -107,7 +107,7 @@ def run(cfg: SftpipeConfig, *, resume: bool = False, progress: bool = True) -> T
     git = git_commit()
     info = RunInfo(
         config=cfg.model_dump(mode="json"),
-        base_model=cfg.model.name if cfg.model.name in EMBEDDED else str(Path(cfg.model.name).resolve()),
+        base_model=model_record(cfg.model.name, base_path),
         base_model_path=str(base_path), mode=tcfg.mode, device=device, precision=precision, batching=batching,
         world_size=world, learning_rate=lr, effective_batch=effective_batch(train.items, accum, world),
         segments=resume_segments(old, "train", checkpoint_step(resume_from), world, accum),
