@@ -199,7 +199,8 @@ def export(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>
     print_export(run(run_dir, out, format=format, dtype=dtype, overwrite=overwrite))
 
 
-demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (LoRA) -> eval (base vs SFT).")
+demo_app = typer.Typer(help="The Harbor Support demo: generate -> curate -> train (full weights, as "
+                            "configs/harbor.yaml says) -> eval (base vs SFT) -> DPO -> eval (DPO) -> report.")
 app.add_typer(demo_app, name="demo")
 Size = Annotated[str, typer.Option("--size", help="tiny | small | default (2,400 raw threads).")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Project folder to write (data, curated, runs).")]
