@@ -83,12 +83,12 @@ def eval_(run_arg: Annotated[Path | None, typer.Argument(
               "--max-new-tokens", help="eval.generation.max_new_tokens.")] = None) -> None:
     """Evaluate a run against its base model (or --against): loss, generation checks, judge, regression."""
     from .stages.eval import config_for, run as run_eval
-    from .stages.show import log, print_eval
+    from .stages.show import log, print_eval, tracker
 
     cfg, run_dir = config_for(config, run_arg or run, set, {
         "eval.judge.url": judge_url, "eval.judge.model": judge_model, "eval.judge.enabled": True if judge_url else None,
         "eval.generation.max_new_tokens": max_new_tokens})
-    print_eval(run_eval(cfg, run_dir, against=against, select=select, log=log("eval")))
+    print_eval(run_eval(cfg, run_dir, against=against, select=select, log=log("eval"), progress=tracker()))
 
 
 @app.command()

@@ -124,8 +124,15 @@ def test_select_scores_every_checkpoint_and_records_why(fake_run, demo_data, tmp
                      weights={"human_tone": 1, "human_policy": 1, "human_correctness": 1, "policy": 0})
     base["eval"]["sets"] = base["eval"]["sets"][:1]
     base["eval"]["sets"][0].update(limit=2, loss=False)
+    bars: dict[str, list[int]] = {}
+
+    def tracker(label: str, total: int):  # what the CLI's progress bars are given: a total, then advances
+        bars[label] = [total, 0]
+        return lambda n: bars[label].__setitem__(1, bars[label][1] + n)
+
     result = run(load_config(None, base=base), run_dir, select=True,
-                 against=str(run_dir / "checkpoints" / "checkpoint-5"))
+                 against=str(run_dir / "checkpoints" / "checkpoint-5"), progress=tracker)
+    assert len(bars) == 4 and all(total == done == 2 for total, done in bars.values()), bars  # base + 3 models
     sel = result.metrics["selection"]
     assert list(sel["scores"]) == ["checkpoint-5", "checkpoint-10", "final"]
     assert sel["scores"] == {"checkpoint-5": 0.25, "checkpoint-10": round((1 + 1 + 0.75) / 3, 4), "final": 0.0}

@@ -41,6 +41,7 @@ class Inputs:
     max_length: int
     out_dir: Path
     log: Log
+    progress: Callable[[str, int], Callable[[int], None]] | None = None  # (label, total) -> advance(n): a bar
 
 
 def training_category_counts(info: RunInfo, key: str, fallback: list[EvalItem]) -> tuple[dict[str, int], str]:
@@ -91,7 +92,9 @@ def evaluate_model(em: EvalModel, inp: Inputs) -> tuple[dict, dict[str, list[str
             outputs, stats = generate(em.model, em.renderer, [it.prompt for it in items],
                                       max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
                                       do_sample=gen.do_sample, temperature=gen.temperature, top_p=gen.top_p,
-                                      seed=gen.seed)
+                                      seed=gen.seed,
+                                      progress=inp.progress(f"{em.label} {s.name}", len(items)) if inp.progress
+                                      else None)
             checks = [check_reply(o.text, it, inp.policy) for it, o in zip(items, outputs)]
             entry["checks"] = summarize_checks(checks, [it.category for it in items])
             entry["generation"] = stats.to_dict()

@@ -78,7 +78,8 @@ def policy_for(cfg: SftpipeConfig) -> Policy | None:
 
 
 def run(cfg: SftpipeConfig, run_dir: Path, *, against: str | None = None, select: bool = False,
-        log: Callable[[str], None] | None = None, policy: Policy | None = None) -> EvalResult:
+        log: Callable[[str], None] | None = None, policy: Policy | None = None,
+        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> EvalResult:
     """Evaluate `run_dir` (every checkpoint with `select`) against `against`, else eval.against, else the run's
     base model; write run_dir/eval/ and record the summary in run.json and the model card. `policy` (any object
     with the checker interface) replaces the one the config names."""
@@ -95,7 +96,7 @@ def run(cfg: SftpipeConfig, run_dir: Path, *, against: str | None = None, select
     max_length = info.section("render").get("max_length") or cfg.render.max_length
     out_dir = run_dir / "eval"
     inp = Inputs(ecfg, sets, items, deciles, policy if policy is not None else policy_for(cfg),
-                 general_items(ecfg.regression), max_length, out_dir, log)
+                 general_items(ecfg.regression), max_length, out_dir, log, progress)
     baseline_ref = against or ecfg.against or info.base_model
     if not baseline_ref:
         raise ModelError(f"{run_dir}/run.json names no base_model; fix: pass --against RUN_OR_MODEL")
