@@ -229,3 +229,22 @@ def test_short_texts_share_cached_spans_and_stay_unchanged():
     assert [s.type for s in first] == ["PERSON", "PHONE"]
     first.append(Span(0, 1, "X", "K"))  # a caller's edit must not reach the cache
     assert find_pii(text) == pii._find(text, PII_TYPES, "US") == first[:2]
+
+
+@pytest.mark.parametrize("text, address", [
+    ("Please ship it to 12 Calle Mayor, 28013 Madrid.", "12 Calle Mayor, 28013 Madrid"),
+    ("Send it to 5 Via Roma, 00184 Roma.", "5 Via Roma, 00184 Roma"),
+    ("My address is 221 Avenida Paulista, São Paulo.", "221 Avenida Paulista, São Paulo"),
+    ("Deliver to 8 Rua Augusta, Lisboa.", "8 Rua Augusta, Lisboa"),
+    ("ship to 17 Piazza Navona, Roma", "17 Piazza Navona, Roma"),
+    ("my address is 7 Carrer de Balmes, Barcelona", "7 Carrer de Balmes, Barcelona"),
+])
+def test_the_house_number_before_a_romance_street_type_is_part_of_the_address(text, address):
+    """Number, then Calle/Via/Avenida/Rua/Piazza/Carrer and the name: the number and the city no longer leak."""
+    assert [(s.type, s.value) for s in find_pii(text) if s.type == "ADDRESS"] == [("ADDRESS", address)]
+
+
+@pytest.mark.parametrize("text", ["I sent 5 via email yesterday", "We have 3 Plaza tickets left.",
+                                  "Order 12 via DHL please"])
+def test_a_number_before_via_or_plaza_in_prose_is_no_address(text):
+    assert not [s for s in find_pii(text) if s.type == "ADDRESS"]

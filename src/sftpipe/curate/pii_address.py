@@ -22,7 +22,9 @@ _A_EN = rf"{_A_NUM},?[ \t]+(?:{_A_DIR}\.?[ \t]+)?(?:{_AW}[ \t]+){{1,4}}(?i:{_A_E
         rf"(?:[ \t]+(?:{_A_DIR}|Upper|Lower|Extension|Ext)\b)?|{_A_NUM},?[ \t]+{_UP}{_LO}+(?:way|gate)\b"
 _A_FR = rf"{_A_NUM}(?:[ \t]?(?:bis|ter|quater))?,?[ \t]+(?i:rue|avenue|av\.|boulevard|bd|boul\.|place|allée|allee|" \
         rf"impasse|chemin|quai|cours|route|rte|passage|square|voie|sentier|rang|montée|côte|ruelle|promenade|" \
-        rf"esplanade|faubourg|parvis|cité|hameau)[ \t]+{_A_WORDS}(?:[ \t]+(?:Ouest|Est|Nord|Sud))?"
+        rf"esplanade|faubourg|parvis|cité|hameau|calle|c/|avenida|avda\.?|paseo|plaza|carrer|passeig|plaça|" \
+        rf"ronda|camino|carretera|calzada|via|viale|piazza|piazzale|corso|largo|vicolo|strada|rua|travessa|praça|" \
+        rf"estrada|alameda|rodovia)[ \t]+{_A_WORDS}(?:[ \t]+(?:Ouest|Est|Nord|Sud))?"  # the number first, then the type
 _A_SUFFIX = r"(?i:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|graben|markt|gracht|straat|laan|" \
             r"plein|kade|singel|dijk|dreef|steeg|gatan|vägen|gata|gade|vej|veien|vegen|torget|katu|kuja)"
 _A_DE_PREP = r"(?:Am|An der|An den|Im|In der|In den|Auf der|Auf dem|Unter den|Zum|Zur)[ \t]+"
