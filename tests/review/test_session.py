@@ -89,3 +89,19 @@ def test_errors_are_one_line_and_nothing_is_written(runs, tmp_path, session):
     bad.write_text("not a database at all, just text " * 100)
     with pytest.raises(SftpipeError, match="not a review session"):
         store.connect(bad)
+
+
+def test_identical_replies_are_left_out_and_counted(tmp_path):
+    """A verdict on two identical replies says nothing and can never become a DPO pair, yet counted in the win rate:
+    such prompts are not put to reviewers, and init says how many were left out."""
+    root = tmp_path / "runs"
+    same = [f"Reply {i}." for i in range(len(CATEGORIES))]
+    make_run(root, "a", same)
+    make_run(root, "b", [r if i % 3 else f"Other {i}." for i, r in enumerate(same)])
+    result = review.init(config(root, n=100), "a", "b", out=tmp_path / "s.sqlite")
+    got = items(result.session)
+    assert result.identical == 8 and len(got) == result.items == 4
+    assert all(it["reply0"] != it["reply1"] for it in got)
+    make_run(root, "c", same)
+    with pytest.raises(SftpipeError, match="both runs replied the same to all 12 shared prompts"):
+        review.init(config(root), "a", "c", out=tmp_path / "t.sqlite")

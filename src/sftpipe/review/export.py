@@ -65,7 +65,7 @@ def pairs(con: sqlite3.Connection, *, agree: bool = False) -> list[dict]:
 
 
 def rubric_rows(con: sqlite3.Connection) -> list[dict]:
-    """Mean rubric score per (prompt, run) over reviewers' first answers; a field nobody scored is ''. Fields
+    """Mean rubric score per (prompt, run) over reviewers' first answers; a field nobody scored is null. Fields
     beyond tone/policy/correctness are kept as extra columns (eval ignores them)."""
     runs, fields = _runs(con), list(meta(con, "rubric") or [])
     per: dict[tuple[str, str, int], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -82,7 +82,7 @@ def rubric_rows(con: sqlite3.Connection) -> list[dict]:
         row = {"prompt_id": prompt_id, "checkpoint": runs[run]["name"], "set": set_name,
                "run_checkpoint": runs[run]["checkpoint"], "raters": max(len(v) for v in scores.values())}
         for f in dict.fromkeys([*HUMAN_FIELDS, *fields]):
-            row[f] = round(sum(scores[f]) / len(scores[f]), 4) if scores.get(f) else ""
+            row[f] = round(sum(scores[f]) / len(scores[f]), 4) if scores.get(f) else None
         out.append(row)
     return out
 

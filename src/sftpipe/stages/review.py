@@ -32,6 +32,7 @@ class InitResult:
     items: int
     repeats: int
     categories: dict[str, int]
+    identical: int = 0  # shared prompts left out: both runs replied the same
 
 
 def run_dir(cfg: SftpipeConfig, ref: str) -> Path:
@@ -49,7 +50,7 @@ def init(cfg: SftpipeConfig, run_a: str, run_b: str, out: Path | None = None, pr
     dirs = [run_dir(cfg, run_a), run_dir(cfg, run_b)]
     if dirs[0].resolve() == dirs[1].resolve():
         raise ReviewError("review init", ["--from and --vs name the same run; fix: compare two different runs"])
-    items = build_items(dirs, n=n or rcfg.n, seed=rcfg.seed, sets=rcfg.sets, repeats=rcfg.repeats,
+    items, identical = build_items(dirs, n=n or rcfg.n, seed=rcfg.seed, sets=rcfg.sets, repeats=rcfg.repeats,
                         prompt_ids=read_prompt_ids(prompts) if prompts else None)
     infos = [read_info(d) for d in dirs]
     names = [d.name for d in dirs]
@@ -63,7 +64,7 @@ def init(cfg: SftpipeConfig, run_a: str, run_b: str, out: Path | None = None, pr
         if it["repeat_of"] is None:
             cats[it["category"]] = cats.get(it["category"], 0) + 1
     return InitResult(out, names, sum(it["repeat_of"] is None for it in items),
-                      sum(it["repeat_of"] is not None for it in items), dict(sorted(cats.items())))
+                      sum(it["repeat_of"] is not None for it in items), dict(sorted(cats.items())), identical)
 
 
 def add_reviewer(session: Path, name: str, host: str = "127.0.0.1", port: int = 8700) -> str:

@@ -205,6 +205,7 @@ def print_review_init(result) -> None:
     console.print(key_value_table(f"review session {result.session}", [
         ("runs (never shown to reviewers)", " vs ".join(result.runs)), ("items", result.items),
         ("swapped repeats", result.repeats),
+        ("left out: identical replies", result.identical),
         ("per category", ", ".join(f"{k or '-'}: {v}" for k, v in result.categories.items()))]))
     console.print(f"next: sftpipe review add-reviewer {result.session} NAME; sftpipe review serve {result.session}")
 
