@@ -130,7 +130,8 @@ def test_a_configured_rubric_is_scored_and_still_imports(runs, tmp_path):
     out = tmp_path / "h.jsonl"
     review.export(path, rubric=out)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert sorted(r["empathy"] for r in rows) == [3, 5] and all(r["policy"] is None and r["tone"] is None for r in rows)  # JSON null, not ""
+    assert sorted(r["empathy"] for r in rows) == [3, 5]
+    assert all(r["policy"] is None and r["tone"] is None for r in rows)  # JSON null, not ""
     assert load_human(out) == {}  # nothing eval scores, and no error either
 
 
