@@ -254,12 +254,15 @@ def review_init(
 
 @review_app.command("add-reviewer")
 def review_add_reviewer(session: Session, name: Annotated[str, typer.Argument(help="Reviewer name.")],
-                        host: Host = "127.0.0.1", port: Port = 8700) -> None:
+                        host: Host = "127.0.0.1", port: Port = 8700,
+                        new_link: Annotated[bool, typer.Option("--new-link", help="A new link for an existing "
+                                                               "reviewer who lost theirs (the old one stops "
+                                                               "working).")] = False) -> None:
     """Register a reviewer and print their personal link (keep it private: the token is the login)."""
     from .stages.review import add_reviewer
     from .stages.show import print_review_link
 
-    print_review_link(add_reviewer(session, name, host=host, port=port))
+    print_review_link(add_reviewer(session, name, host=host, port=port, new_link=new_link))
 
 
 @review_app.command("serve")
@@ -267,8 +270,9 @@ def review_serve(session: Session, config: Config = None, set: Sets = None, host
                  port: Port = 8700) -> None:
     """Serve the review page for a session (every answer is committed before the next item)."""
     from .stages.review import serve
+    from .stages.show import log
 
-    serve(_config(config, set), session, host=host, port=port)
+    serve(_config(config, set), session, host=host, port=port, banner=log("review"))
 
 
 @review_app.command("export")

@@ -148,3 +148,19 @@ def require_files(paths: Iterable[str | os.PathLike], key: str, made_by: dict[st
                 for p in paths if not Path(p).is_file()]
     if problems:
         raise ConfigError(key, problems)
+
+
+def require_free_port(host: str, port: int, key: str) -> None:
+    """Refuse, with the fix, to start a server on an address something already listens on (instead of the
+    server's own traceback after loading)."""
+    import socket
+
+    from .errors import ConfigError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: closed connections do not count
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(key, [f"{host}:{port} cannot be used ({e.strerror}); fix: pass another {key}, or stop "
+                                    "what listens there"]) from None

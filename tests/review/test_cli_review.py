@@ -51,3 +51,34 @@ def test_user_errors_are_one_line(runs, tmp_path, capsys, monkeypatch):
         assert e.code != 0
     err = capsys.readouterr().err
     assert err.startswith("error:") and "fix:" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_lost_link_is_replaced_and_the_old_one_stops_working(session):
+    r = CliRunner().invoke(app, ["review", "add-reviewer", str(session), "gus"])
+    old = r.output.strip().split("token=")[1]
+    r = CliRunner().invoke(app, ["review", "add-reviewer", str(session), "gus", "--new-link"])
+    assert r.exit_code == 0, r.output
+    new = r.output.strip().split("token=")[1]
+    con = store.connect(session)
+    assert store.reviewer_for(con, old) is None and store.reviewer_for(con, new).name == "gus"
+    r = CliRunner().invoke(app, ["review", "add-reviewer", str(session), "nobody", "--new-link"])
+    assert "no reviewer 'nobody' in this session (it has: ['gus'])" in str(r.exception)
+
+
+def test_serve_prints_a_banner_and_a_busy_port_is_one_line(session, tmp_path):
+    import subprocess
+    import sys
+
+    from .server import free_port, start, stop
+
+    port = free_port()
+    proc = start(session, port)
+    try:
+        busy = subprocess.run([sys.executable, "-m", "sftpipe.cli", "review", "serve", str(session), "--port",
+                               str(port)], capture_output=True, text=True, timeout=60)
+    finally:
+        stop(proc)
+    banner = proc.stdout.read().decode()
+    assert f"session {session}: 12 items" in banner and f"http://127.0.0.1:{port}/login?token=" in banner
+    assert busy.returncode == 2 and "Traceback" not in busy.stderr, busy.stderr
+    assert busy.stderr.startswith(f"error: --port: 127.0.0.1:{port} cannot be used") and "fix:" in busy.stderr

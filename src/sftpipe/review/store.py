@@ -131,6 +131,22 @@ def add_reviewer(con: sqlite3.Connection, name: str) -> str:
     return token
 
 
+def summary(con: sqlite3.Connection) -> tuple[int, list[str]]:
+    """(items, not counting swapped repeats; reviewer names in the order they were added)."""
+    items = con.execute("SELECT COUNT(*) FROM items WHERE repeat_of IS NULL").fetchone()[0]
+    return items, [r[0] for r in con.execute("SELECT name FROM reviewers ORDER BY id")]
+
+
+def new_token(con: sqlite3.Connection, name: str) -> str:
+    """A new token for an existing reviewer (a lost link): the old link stops working; their answers stay."""
+    token = secrets.token_urlsafe(24)
+    if con.execute("UPDATE reviewers SET token_sha256 = ? WHERE name = ?", (_sha(token), name)).rowcount != 1:
+        raise ReviewError("add-reviewer", [f"no reviewer {name!r} in this session (it has: "
+                                           f"{summary(con)[1] or 'none'}); fix: "
+                                           "leave out --new-link to add them"])
+    return token
+
+
 @dataclass(frozen=True)
 class Reviewer:
     id: int

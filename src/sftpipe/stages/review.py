@@ -10,11 +10,13 @@ stats   win rate with CI, rubric means per run, agreement (Cohen's kappa / Kripp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SftpipeConfig
+from ..io import require_free_port
 from ..review import export as review_export
 from ..review import stats as review_stats
 from ..review import store
@@ -67,22 +69,31 @@ def init(cfg: SftpipeConfig, run_a: str, run_b: str, out: Path | None = None, pr
                       sum(it["repeat_of"] is not None for it in items), dict(sorted(cats.items())), identical)
 
 
-def add_reviewer(session: Path, name: str, host: str = "127.0.0.1", port: int = 8700) -> str:
-    """Register a reviewer; returns their link."""
+def add_reviewer(session: Path, name: str, host: str = "127.0.0.1", port: int = 8700, new_link: bool = False
+                 ) -> str:
+    """Register a reviewer (with `new_link`: give an existing one a new link, the old one stops working); returns
+    their link."""
     with closing(store.connect(session)) as con:
-        token = store.add_reviewer(con, name)
+        token = store.new_token(con, name) if new_link else store.add_reviewer(con, name)
     return f"http://{host}:{port}/login?token={token}"
 
 
-def serve(cfg: SftpipeConfig, session: Path, host: str = "127.0.0.1", port: int = 8700) -> None:
-    """Serve the review page until interrupted."""
+def serve(cfg: SftpipeConfig, session: Path, host: str = "127.0.0.1", port: int = 8700,
+          banner: Callable[[str], None] | None = None) -> None:
+    """Serve the review page until interrupted; `banner(line)` first says what is served and how to log in."""
     import uvicorn
 
     from ..review.app import create_app
 
+    require_free_port(host, port, "--port")
     app = create_app(session, cfg.review)
-    # uvicorn prints where it listens; no access log, since a reviewer's first request carries their token
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, workers=1)
+    if banner is not None:
+        with closing(store.connect(session)) as con:
+            items, names = store.summary(con)
+        banner(f"session {session}: {items} items, reviewers {', '.join(names) or 'none yet'} (links: sftpipe "
+               f"review add-reviewer {session} NAME [--new-link]); open http://{host}:{port}/login?token=... ")
+    # no access log, since a reviewer's first request carries their token
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
 
 
 @dataclass

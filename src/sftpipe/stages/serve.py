@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import require_free_port
 from ..config.serve import ServeConfig
 from ..serve.app import create_app
 
@@ -37,6 +38,7 @@ def run(ref: str | Path, cfg: ServeConfig, *, api_key: str | None = None,
     """Serve `ref` (runs/<name> or one of its checkpoint folders) until interrupted."""
     import uvicorn
 
+    require_free_port(cfg.host, cfg.port, "--port")  # before the model loads
     app, served = create_app(ref, cfg, api_key)
     url = f"http://{cfg.host}:{cfg.port}/v1"
     if not _loopback(cfg.host) and not api_key:
