@@ -403,3 +403,13 @@ def test_serving_fail_for_a_gguf_bundle_with_another_template(project):
     _gguf_bundle(project, run, "{{ messages[0]['content'] }}", [2])
     f = project.check("serving", run)
     assert f.verdict == "FAIL" and "exports/gguf: template sha256" in f.evidence
+
+
+def test_dpo_planned_does_not_warn_before_any_training(project):
+    """Preference data and a config, but no SFT run yet: DPO is not late, it waits for SFT."""
+    (project.root / "data" / "pairs.jsonl").write_text(json.dumps({"prompt": "hi", "chosen": "a", "rejected": "b"})
+                                                       + "\n")
+    project.config["dpo"] = {"train": ["data/pairs.jsonl"], "reference": "runs/t"}
+    project.write()
+    f = project.check("dpo-planned")
+    assert f.verdict == "SKIP" and "waits for a complete SFT run" in f.evidence

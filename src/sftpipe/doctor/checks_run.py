@@ -236,6 +236,9 @@ def dpo_planned(ctx: Context) -> Outcome:
             return skip("no preference data (no dpo.train / dpo.eval file) and no DPO run")
         planned = ctx.section("dpo").get("reference")
         sft = ctx.run_dir if ctx.info is not None and ctx.info.kind == "sft" else None
+        if sft is None or ctx.run[1] != "complete":  # DPO comes after SFT: nothing is late yet
+            return skip(f"preference data {', '.join(map(str, prefs))} waits for a complete SFT run (DPO starts "
+                        "from it)")
         aim = f"; dpo.reference is {planned}" if planned else "; dpo.reference is not set"
         if planned and sft is not None and Path(planned).resolve() not in (sft.resolve(), *(
                 p.resolve() for p in (sft / "checkpoints").glob("checkpoint-*"))):

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..runs import loss_name
-from .show_tables import (curate_tables, demo_dpo_table, demo_summary_table, doctor_table, eval_table, highlight,
-                          key_value_table, review_stats_table)
+from .show_tables import (VERDICT_STYLE, curate_tables, demo_dpo_table, demo_summary_table, doctor_table, eval_table,
+                          highlight, key_value_table, review_stats_table)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -170,12 +170,20 @@ def print_export(result) -> None:
     print(f"exported {source} as {result.format} ({r['dtype']}) -> {result.output}")
 
 
+DOCTOR_TABLE_WIDTH = 120  # columns: narrower consoles get the findings as blocks
+
+
 def print_doctor(result, *, as_json: bool = False, strict: bool = False) -> None:
     """`sftpipe doctor`: the table of findings, or with `as_json` the findings as JSON (for CI)."""
     if as_json:
         print(json.dumps(result.to_json(strict), indent=2))
-    else:
+    elif console.width >= DOCTOR_TABLE_WIDTH:
         console.print(doctor_table(result))
+    else:  # a table this narrow would fold config keys and paths mid-word: one block per check instead
+        console.print(doctor_table(result).title, highlight=False)
+        for f in result.findings:
+            console.print(f"[{VERDICT_STYLE[f.verdict]}]{f.verdict:<4}[/] [bold]{f.check}[/]: {f.evidence}"
+                          + (f"\n     fix: {f.fix}" if f.fix else ""), highlight=False, soft_wrap=True)
 
 
 def print_generated(result) -> None:
