@@ -207,3 +207,30 @@ def test_auto_precision_is_fp32_when_torch_is_held_below_avx512():
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "fp32"  # whatever this CPU's flags say: bf16 would be emulated
+
+
+def test_loading_the_best_checkpoint_warns_of_no_tied_weight(make_cfg):
+    """The output layer tied to the embeddings is saved once, so transformers called it missing on every run that
+    keeps the best checkpoint."""
+    import logging
+
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from sftpipe.stages.train import run
+    from sftpipe.train.trainer import tied_parameter_names
+
+    cfg = make_cfg("train.mode=full", "train.max_steps=2", "train.eval_steps=1", eval=True)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.name)
+    assert tied_parameter_names(model) == {"model.embed_tokens.weight", "lm_head.weight"}
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = hf_logging.get_logger("transformers.trainer")
+    logger.addHandler(handler)
+    try:
+        result = run(cfg, progress=False)
+    finally:
+        logger.removeHandler(handler)
+    assert result.best_checkpoint is not None
+    assert not [w for w in warnings if "missing keys" in w], warnings
