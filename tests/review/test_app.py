@@ -161,3 +161,29 @@ def test_overload_gets_429(session, monkeypatch):
         first.join(10)
     monkeypatch.setattr(store, "reviewer_for", real)
     assert client.get("/item/1").status_code == 401  # served again once the slot is free
+
+
+def test_a_reply_cut_at_the_token_limit_says_so_on_its_side(tmp_path):
+    from sftpipe.stages import review
+
+    from .conftest import config, make_run
+
+    root = tmp_path / "runs"
+    make_run(root, "a", [f"Reply a{i}." for i in range(12)])
+    b = make_run(root, "b", [f"Reply b{i}." for i in range(12)])
+    gen = b / "eval" / "generations" / "final" / "support.jsonl"
+    rows_b = [json.loads(x) for x in gen.read_text().splitlines()]
+    rows_b[4]["finish"] = "length"  # eval's record of a reply stopped by max_new_tokens
+    gen.write_text("".join(json.dumps(r) + "\n" for r in rows_b))
+    session = review.init(config(root, n=12), "a", "b", out=tmp_path / "s.sqlite").session
+    client, _ = client_for(session, "cara")
+    with store.connect(session) as con:
+        cut = con.execute("SELECT pos, left_run FROM items WHERE cut1 = 1").fetchall()
+        assert con.execute("SELECT COUNT(*) FROM items WHERE cut0 = 1").fetchone()[0] == 0
+    assert len(cut) == 1
+    pos, left_run = cut[0]
+    side = "A" if left_run == 1 else "B"  # run b is on the left when left_run is 1
+    text = client.get(f"/item/{pos}").text
+    assert f'id="cut-{side}"' in text and "reached the token limit" in text
+    other = next(p for p in range(12) if p != pos)
+    assert "reached the token limit" not in client.get(f"/item/{other}").text

@@ -111,8 +111,10 @@ def create_app(session: str | Path, cfg: ReviewConfig | None = None) -> FastAPI:
                     for m in json.loads(row["prompt"]) if isinstance(m, dict)]
         left = row[f"reply{row['left_run']}"]
         right = row[f"reply{1 - row['left_run']}"]
+        cut = [bool(row[f"cut{k}"]) if f"cut{k}" in row.keys() else False for k in (0, 1)]  # noqa: SIM118 (a Row)
         return page("item.html", reviewer=reviewer, pos=pos, total=total, messages=messages, reply_a=left,
-                    reply_b=right, rubric=list(store.meta(db(), "rubric") or []), csrf=store.csrf_token(db(), reviewer),
+                    reply_b=right, cut_a=cut[row["left_run"]], cut_b=cut[1 - row["left_run"]],
+                    rubric=list(store.meta(db(), "rubric") or []), csrf=store.csrf_token(db(), reviewer),
                     progress=store.progress(db(), reviewer), answer=dict(answer) if answer else None,
                     scores=json.loads(answer["scores"]) if answer else {}, max_comment=cfg.max_comment_chars,
                     prev_pos=pos - 1 if pos > 0 else None, next_pos=pos + 1 if pos + 1 < total else None)

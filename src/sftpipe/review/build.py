@@ -122,7 +122,8 @@ def build_items(runs: list[Path], *, n: int, seed: int, sets: list[str] | None =
     rng.shuffle(chosen)
     items = [{"id": k + 1, "pos": k, "set_name": s, "prompt_id": key, "category": str(a.get("category", "")),
               "prompt": a["prompt"], "reply0": a["output"], "reply1": b["output"], "left_run": rng.randrange(2),
-              "repeat_of": None} for k, (s, key, a, b) in enumerate(chosen)]
+              "repeat_of": None, "cut0": int(a.get("finish") == "length"), "cut1": int(b.get("finish") == "length")}
+             for k, (s, key, a, b) in enumerate(chosen)]
     for orig in rng.sample(items, min(repeats, len(items))):
         items.append({**orig, "id": len(items) + 1, "pos": len(items), "left_run": 1 - orig["left_run"],
                       "repeat_of": orig["id"]})

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import SftpipeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: items.cut0/cut1 (a reply stopped by max_new_tokens); 1 still reads
 
 
 class ReviewError(SftpipeError):
@@ -39,7 +39,8 @@ CREATE TABLE runs (idx INTEGER PRIMARY KEY CHECK (idx IN (0, 1)), name TEXT NOT 
 CREATE TABLE items (id INTEGER PRIMARY KEY, pos INTEGER NOT NULL UNIQUE, set_name TEXT NOT NULL,
                     prompt_id TEXT NOT NULL, category TEXT NOT NULL, prompt TEXT NOT NULL, reply0 TEXT NOT NULL,
                     reply1 TEXT NOT NULL, left_run INTEGER NOT NULL CHECK (left_run IN (0, 1)),
-                    repeat_of INTEGER REFERENCES items(id));
+                    repeat_of INTEGER REFERENCES items(id), cut0 INTEGER NOT NULL DEFAULT 0,
+                    cut1 INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE reviewers (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_sha256 TEXT NOT NULL UNIQUE,
                         created TEXT NOT NULL);
 CREATE TABLE answers (id INTEGER PRIMARY KEY, reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
@@ -98,8 +99,9 @@ def create(path: Path, runs: list[dict], items: list[dict], meta: dict[str, Any]
             con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             con.executemany("INSERT INTO runs VALUES (:idx, :name, :path, :checkpoint, :base_model)", runs)
             con.executemany("INSERT INTO items VALUES (:id, :pos, :set_name, :prompt_id, :category, :prompt, "
-                            ":reply0, :reply1, :left_run, :repeat_of)",
-                            [{**it, "prompt": json.dumps(it["prompt"], ensure_ascii=False)} for it in items])
+                            ":reply0, :reply1, :left_run, :repeat_of, :cut0, :cut1)",
+                            [{"cut0": 0, "cut1": 0, **it, "prompt": json.dumps(it["prompt"], ensure_ascii=False)}
+                             for it in items])
             con.execute("COMMIT")
         os.replace(tmp, path)
     finally:
