@@ -238,7 +238,8 @@ Port = Annotated[int, typer.Option("--port", help="Port to bind.")]
 @review_app.command("init")
 def review_init(
         run_a: Annotated[str, typer.Option("--from", help="First run: a name under train.output_dir, or its folder.")],
-        run_b: Annotated[str, typer.Option("--vs", help="Second run, the same way.")],
+        run_b: Annotated[str, typer.Option("--vs", help="Second run, the same way; `base` for the --from run's "
+                                           "base model (its eval's baseline replies), or RUN:base.")],
         config: Config = None, set: Sets = None,
         prompts: Annotated[Path | None, typer.Option("--prompts", help="Only these prompt ids (one per line, or "
                                                      "JSONL with id).")] = None,

@@ -79,7 +79,7 @@ def test_errors_are_one_line_and_nothing_is_written(runs, tmp_path, session):
     shutil.rmtree(runs / "unevaluated" / "eval")
     with pytest.raises(SftpipeError, match="run `sftpipe eval`"):
         review.init(config(runs), RUN_A, "unevaluated", out=tmp_path / "y.sqlite")
-    with pytest.raises(SftpipeError, match="same run"):
+    with pytest.raises(SftpipeError, match="name the same replies"):
         review.init(config(runs), RUN_A, RUN_A, out=tmp_path / "y.sqlite")
     (runs / RUN_B / "adapter_model.safetensors").write_text("changed")  # no longer a complete run
     with pytest.raises(SftpipeError, match="not a complete run"):
@@ -105,3 +105,25 @@ def test_identical_replies_are_left_out_and_counted(tmp_path):
     make_run(root, "c", same)
     with pytest.raises(SftpipeError, match="both runs replied the same to all 12 shared prompts"):
         review.init(config(root), "a", "c", out=tmp_path / "t.sqlite")
+
+
+def test_a_run_against_its_base_model(tmp_path):
+    """The most common comparison: the run's replies against its base model's, which its eval wrote under
+    generations/baseline (`--vs base`, or `--vs RUN:base`)."""
+    root = tmp_path / "runs"
+    run = make_run(root, "sft", [f"Tuned reply {i}." for i in range(len(CATEGORIES))])
+    base = run / "eval" / "generations" / "baseline"
+    base.mkdir()
+    rows = [json.loads(x) for x in (run / "eval" / "generations" / "final" / "support.jsonl").read_text().splitlines()]
+    base.joinpath("support.jsonl").write_text("".join(json.dumps({**r, "output": f"Base {i}."}) + "\n"
+                                                      for i, r in enumerate(rows)))
+    for vs in ("base", "sft:base"):
+        result = review.init(config(root), "sft", vs, out=tmp_path / f"{vs.replace(':', '-')}.sqlite")
+        assert result.runs == ["sft", "sft:base"] and result.items == len(CATEGORIES)
+        got = items(result.session)
+        assert all(it["reply0"].startswith("Tuned") and it["reply1"].startswith("Base") for it in got)
+        with store.connect(result.session) as con:
+            assert [r["checkpoint"] for r in con.execute("SELECT checkpoint FROM runs ORDER BY idx")] == \
+                ["final", "baseline"]
+    with pytest.raises(SftpipeError, match="name the same replies"):
+        review.init(config(root), "sft", "sft", out=tmp_path / "same.sqlite")

@@ -13,13 +13,15 @@ from ..runs import require_complete
 from .store import ReviewError
 
 CHECKPOINT = "final"  # eval writes the run's final weights' replies under generations/final
+BASELINE = "baseline"  # ... and its base model's (or --against model's) replies under generations/baseline
 _SET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def generations(run_dir: Path) -> dict[str, Path]:
-    """Set name -> generations file of a complete, evaluated run (files only inside the run's folder)."""
+def generations(run_dir: Path, label: str = CHECKPOINT) -> dict[str, Path]:
+    """Set name -> generations file of a complete, evaluated run: its final weights' replies, or with `label`
+    BASELINE those of the model eval compared it with (files only inside the run's folder)."""
     require_complete(run_dir)
-    folder = run_dir / "eval" / "generations" / CHECKPOINT
+    folder = run_dir / "eval" / "generations" / label
     if not folder.is_dir():
         raise ReviewError(str(run_dir), [f"no {folder.relative_to(run_dir)}/; fix: run `sftpipe eval` on this run "
                                          "first (eval sets with generate: true)"])
@@ -85,13 +87,13 @@ def read_prompt_ids(path: Path) -> set[str]:
     return ids
 
 
-def build_items(runs: list[Path], *, n: int, seed: int, sets: list[str] | None = None,
+def build_items(runs: list[tuple[Path, str]], *, n: int, seed: int, sets: list[str] | None = None,
                 prompt_ids: set[str] | None = None, repeats: int = 0) -> tuple[list[dict], int]:
     """Session items: prompts both runs answered (same prompt) with different replies, sampled stratified by
     category, shuffled, each with a random left run; then `repeats` of them again in swapped order. Also returns how
     many prompts were left out because both runs replied the same (a verdict on them says nothing, and they
     could not become DPO pairs)."""
-    files = [generations(r) for r in runs]
+    files = [generations(r, label) for r, label in runs]
     common = sorted(set(files[0]) & set(files[1]))
     if sets is not None:
         missing = [s for s in sets if s not in common]

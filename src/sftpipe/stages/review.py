@@ -21,7 +21,7 @@ from ..review import export as review_export
 from ..review import stats as review_stats
 from ..review import store
 from ..review.store import ReviewError
-from ..review.build import CHECKPOINT, build_items, read_prompt_ids
+from ..review.build import BASELINE, CHECKPOINT, build_items, read_prompt_ids
 from ..runs import check_name, is_run, read_info
 
 
@@ -45,19 +45,32 @@ def run_dir(cfg: SftpipeConfig, ref: str) -> Path:
     return Path(cfg.train.output_dir or "runs") / check_name(ref)
 
 
+def source(cfg: SftpipeConfig, ref: str, first: Path | None = None) -> tuple[Path, str]:
+    """Whose replies a side shows: `RUN` (its final weights'), `RUN:base` (the base model's, as the run's eval
+    generated them), or `base` (the --from run's base model)."""
+    if ref == "base" and first is not None:
+        return first, BASELINE
+    if ref.endswith(":base"):
+        return run_dir(cfg, ref.removesuffix(":base")), BASELINE
+    return run_dir(cfg, ref), CHECKPOINT
+
+
 def init(cfg: SftpipeConfig, run_a: str, run_b: str, out: Path | None = None, prompts: Path | None = None,
          n: int | None = None) -> InitResult:
-    """Build a session from the two runs' eval generations."""
+    """Build a session from two runs' eval generations (or a run's and its base model's)."""
     rcfg = cfg.review
-    dirs = [run_dir(cfg, run_a), run_dir(cfg, run_b)]
-    if dirs[0].resolve() == dirs[1].resolve():
-        raise ReviewError("review init", ["--from and --vs name the same run; fix: compare two different runs"])
-    items, identical = build_items(dirs, n=n or rcfg.n, seed=rcfg.seed, sets=rcfg.sets, repeats=rcfg.repeats,
+    first = source(cfg, run_a)
+    sides = [first, source(cfg, run_b, first[0])]
+    if sides[0][0].resolve() == sides[1][0].resolve() and sides[0][1] == sides[1][1]:
+        raise ReviewError("review init", ["--from and --vs name the same replies; fix: compare two different runs, "
+                                          "or a run with its base model (--vs base)"])
+    dirs = [d for d, _ in sides]
+    items, identical = build_items(sides, n=n or rcfg.n, seed=rcfg.seed, sets=rcfg.sets, repeats=rcfg.repeats,
                         prompt_ids=read_prompt_ids(prompts) if prompts else None)
     infos = [read_info(d) for d in dirs]
-    names = [d.name for d in dirs]
-    out = out or Path("reviews") / f"{names[0]}-vs-{names[1]}.sqlite"
-    runs = [{"idx": k, "name": names[k], "path": str(dirs[k]), "checkpoint": CHECKPOINT,
+    names = [d.name + (":base" if label == BASELINE else "") for d, label in sides]
+    out = out or Path("reviews") / f"{names[0]}-vs-{names[1]}.sqlite".replace(":", "-")
+    runs = [{"idx": k, "name": names[k], "path": str(dirs[k]), "checkpoint": sides[k][1],
              "base_model": infos[k].base_model} for k in (0, 1)]
     store.create(out, runs, items, {"session": out.stem, "rubric": rcfg.rubric, "seed": rcfg.seed,
                                     "scale": [1, 5]})
