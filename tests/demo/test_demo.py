@@ -4,6 +4,7 @@ the shipped configs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
                           "--set", f"model.name={model_dir}"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "base vs SFT" in res.stdout and "report.html" in res.stdout
+    assert not re.search(r"\w+\.py:\d+", res.stdout)  # eval's lines are plain `[eval] ...`, no source locations
+    assert "[eval] final: generating" in res.stderr
     report = json.loads((out / "curated" / "report.json").read_text())
     assert report["counts"]["in"] == report["counts"]["kept"] + report["counts"]["rejected"]
     run = json.loads((out / "runs" / "harbor" / "run.json").read_text())

@@ -58,7 +58,7 @@ def run_dpo(cfg, sft_eval: Path, seconds: dict[str, float],
     seconds["dpo"] = time.perf_counter() - t
     t = time.perf_counter()
     show.step("6/6 eval (base vs DPO)")
-    evaluated = eval_stage.run(cfg, trained.run_dir, log=show.console.log)
+    evaluated = eval_stage.run(cfg, trained.run_dir, log=show.log("eval"), progress=show.tracker())
     seconds["eval_dpo"] = time.perf_counter() - t
     tok = load_tokenizer(cfg.model.name)
     root = Path(root or ".")
@@ -96,7 +96,7 @@ def run(out_dir: Path, *, size: str = "default", seed: int = 0, sets: list[str] 
         seconds["train"] = time.perf_counter() - t
         t = time.perf_counter()
         show.step("4/6 eval (base vs SFT)")
-        evaluated = eval_stage.run(cfg, trained.run_dir, log=show.console.log)
+        evaluated = eval_stage.run(cfg, trained.run_dir, log=show.log("eval"), progress=show.tracker())
         seconds["eval"] = time.perf_counter() - t
         sft_rules = eval_rules(out_dir / evaluated.out_dir, out_dir)
         dpo = run_dpo(cfg, evaluated.out_dir, seconds, sft_rules, out_dir)
