@@ -89,6 +89,7 @@ def test_tiny_demo_runs_end_to_end_through_the_cli(tmp_path):
     assert set(table) == {"base", "sft", "dpo"} and table["sft"] == {**table["sft"], **{
         k: v for k, v in summary["sft"].items() if k in table["sft"]}}
     assert all(table[m]["mean reply tokens"] is not None for m in table) and "base vs SFT vs DPO" in res.stdout
+    assert all(table[m]["held-out loss"] is not None for m in table)  # the report's DPO column showed "–"
     page = (out / "report.html").read_text()  # the demo's own page: base, SFT and DPO side by side
     assert written["run_dir"] == "runs/harbor" and "demo report" in res.stdout
     assert all(label in page for label in ("base", "SFT", "DPO", "shape-rule violation rate", "<svg"))

@@ -216,7 +216,7 @@ def side_by_side(sft_eval: Path, dpo_eval: Path, count: Any = None,
     for role, (numbers, folder) in rows.items():
         extra = rule_rows((rules or {}).get(role))
         merged = {**numbers, **reply_lengths(folder, count), **extra}
-        out[role] = {k: merged.get(k) for k in [*DPO_KEYS, *(k for k in extra if k not in DPO_KEYS)]}
+        out[role] = {k: merged.get(k) for k in [*DPO_KEYS, "held-out loss", *(k for k in extra if k not in DPO_KEYS)]}
     return out
 
 
