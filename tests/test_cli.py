@@ -103,10 +103,16 @@ def test_inspect_marks_trained_spans_when_piped():
     assert spans == [r + "<|im_end|>" for r in replies]  # the reply and its end-of-turn token, nothing else
 
 
-@pytest.mark.parametrize("ref", ["meta-llama/Llama-3.1-8B-Instruct", "/no/such/folder"])
-def test_hub_ids_give_a_clear_offline_error(ref, tmp_path):
+@pytest.mark.parametrize("ref, says", [
+    ("meta-llama/Llama-3.1-8B-Instruct", "is not in the hub cache"),  # a hub id neither cached nor reachable
+    ("/no/such/folder", "is neither an embedded model"),
+])
+def test_a_model_that_cannot_be_found_is_one_line_with_the_fix(ref, says, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache, whatever this machine holds
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     res = sftpipe("render", "--input", SAMPLE, "--output", tmp_path / "x.jsonl", "--model", ref)
-    assert res.returncode == 1 and "offline" in res.stderr and "fix:" in res.stderr
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 1 and len(lines) == 1 and says in lines[0] and "fix:" in lines[0], res.stderr
 
 
 def test_render_writes_parquet(tmp_path):

@@ -116,7 +116,8 @@ def test_model_card_front_matter_and_eval_update(llama3_run, tmp_path):
     shutil.copytree(result.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
     info = json.loads((run_dir / "run.json").read_text())
     meta, body = read_card(run_dir / "README.md")
-    assert meta["base_model"] == info["base_model"] and meta["library_name"] == "peft"
+    assert "base_model" not in meta and meta["library_name"] == "peft"  # a local folder is no hub id: left out
+    assert meta["sftpipe"]["base_model"]["ref"] == info["base_model"]  # the local path stays in the sftpipe block
     block = meta["sftpipe"]
     assert block["template"]["sha256"] == info["template"]["sha256"]
     assert block["data"] == {"train_hash": info["data"]["train_hash"], "eval_hash": info["data"]["eval_hash"]}
