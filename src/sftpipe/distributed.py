@@ -72,14 +72,22 @@ def unseen_probes(folder: Path) -> list[int]:
     return unseen
 
 
+def shared_folder_problem(folder: Path) -> str | None:
+    """None when every process sees every other's probe file in `folder`, else what this process found, in one
+    line (the same verdict on every process). A collective."""
+    unseen = unseen_probes(folder)
+    if all_ok(not unseen):
+        return None
+    if unseen:
+        return (f"process {os.environ.get('RANK', '?')} on {socket.gethostname()} cannot see the files of "
+                f"processes {unseen} in {folder}")
+    return f"another process cannot see this process's files in {folder} (its error names it)"
+
+
 def check_shared(folder: Path, key: str) -> None:
     """Refuse to go on unless `folder` (config key `key`) is one folder every process reads and writes: ranks read
     checkpoints, RNG states and markers that others wrote. A collective."""
-    unseen = unseen_probes(folder)
-    if all_ok(not unseen):
-        return
-    rank = os.environ.get("RANK", "?")
-    where = (f"process {rank} on {socket.gethostname()} cannot see the files of processes {unseen} in {folder}"
-             if unseen else f"another process cannot see this process's files in {folder} (its error names it)")
-    raise ConfigError(key, [f"{where}; fix: put {key} on a filesystem every node mounts at the same path (NFS, "
-                            "Lustre, a cloud file share) and launch every node with the same config"])
+    problem = shared_folder_problem(folder)
+    if problem is not None:
+        raise ConfigError(key, [f"{problem}; fix: put {key} on a filesystem every node mounts at the same path "
+                                "(NFS, Lustre, a cloud file share) and launch every node with the same config"])

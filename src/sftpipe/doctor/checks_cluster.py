@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
-from ..distributed import all_ok, unseen_probes
+from ..distributed import shared_folder_problem
 from .base import Outcome, check, fail, ok, skip
 from .context import Context
 
@@ -36,15 +35,10 @@ def shared_run_folder(ctx: Context) -> Outcome:
     try:
         if dist.get_rank() == 0:
             folder.mkdir(parents=True, exist_ok=True)
-        unseen = unseen_probes(folder)  # rank 0 makes the folder before it sends the probe name
-        everyone = all_ok(not unseen)
+        problem = shared_folder_problem(folder)  # rank 0 makes the folder before it sends the probe name
     finally:
         if started:
             dist.destroy_process_group()
-    if everyone:
+    if problem is None:
         return ok(f"{world} processes each saw every other's probe file in {folder}")
-    if unseen:
-        return fail(f"process {os.environ.get('RANK', '?')} on {socket.gethostname()} cannot see the probe files of "
-                    f"processes {unseen} in {folder}", SHARE_FIX)
-    return fail(f"another process cannot see this process's probe file in {folder} (its own report names it)",
-                SHARE_FIX)
+    return fail(problem, SHARE_FIX)
