@@ -130,18 +130,6 @@ def token_loss_sum(model, inputs: dict[str, Any], head: TrainedPositions | None
     return loss, n
 
 
-def tied_parameter_names(model: torch.nn.Module) -> set[str]:
-    """Names of parameters that share their tensor with another name (both names)."""
-    first: dict[int, str] = {}
-    tied: set[str] = set()
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first:
-            tied |= {name, first[id(param)]}
-        else:
-            first[id(param)] = name
-    return tied
-
-
 class SftTrainer(Trainer):
     """Trainer with the trained-token loss, token throughput in the logs and a token-weighted eval loss."""
 
@@ -188,7 +176,9 @@ class SftTrainer(Trainer):
     def _issue_warnings_after_load(self, load_result) -> None:
         """Trainer's warnings on loading the best checkpoint, less the weights tied to another: a tied output layer
         is saved once, with the embeddings, so it is missing from every checkpoint by design."""
-        tied = tied_parameter_names(self.model)
+        from accelerate.utils import find_tied_parameters
+
+        tied = {name for group in find_tied_parameters(self.model) for name in group}
         missing = [k for k in load_result.missing_keys if k not in tied]
         if len(missing) < len(load_result.missing_keys):
             self.model.tie_weights()
