@@ -184,13 +184,16 @@ class ChatRenderer:
         return cls(tokenizer, template, train_on=render.train_on, reasoning=render.reasoning)
 
     # -- rendering -------------------------------------------------------------------------------------------
-    def render_text(self, messages: list[dict], *, add_generation_prompt: bool = False) -> str:
-        """The template's text for `messages`, exactly as `tokenizer.apply_chat_template(tokenize=False)` gives it."""
+    def render_text(self, messages: list[dict], *, add_generation_prompt: bool = False,
+                    tools: list[dict] | None = None) -> str:
+        """The template's text for `messages` (and `tools`, as serving gets them), exactly as
+        `tokenizer.apply_chat_template(tokenize=False)` gives it."""
         if self._parts:
             messages = self._as_parts(messages)
+        variables = {**self._variables, "tools": tools} if tools else self._variables
         try:
             return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         **self._variables)
+                                         **variables)
         except Exception as exc:  # jinja's TemplateError from raise_exception(), or a template bug
             raise self._template_failure(exc) from None
 
@@ -437,8 +440,8 @@ class ChatRenderer:
         return out
 
     # -- tokenizing ------------------------------------------------------------------------------------------
-    def encode(self, messages: list[dict], text: str, *, add_generation_prompt: bool = False
-               ) -> tuple[list[int], np.ndarray, bool]:
+    def encode(self, messages: list[dict], text: str, *, add_generation_prompt: bool = False,
+               tools: list[dict] | None = None) -> tuple[list[int], np.ndarray, bool]:
         """Token ids and char offsets of `text` (the render of `messages`), control strings in content kept as text.
 
         Matches `apply_chat_template(..., tokenize=True, sanitize_control_tokens=True)` token for token.
@@ -447,7 +450,8 @@ class ChatRenderer:
             enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             return list(enc["input_ids"]), np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2), False
         marked = mark_control_tokens(messages, self._control_re)
-        pieces = self._markers_re.split(self.render_text(marked, add_generation_prompt=add_generation_prompt))
+        pieces = self._markers_re.split(self.render_text(marked, add_generation_prompt=add_generation_prompt,
+                                                         tools=tools))
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
         cursor = 0
@@ -473,11 +477,12 @@ class ChatRenderer:
         enc = self.tokenizer(piece, **kw)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
-    def encode_prompt(self, conv_messages: list[dict]) -> list[int]:
-        """Serving: the ids of `messages` plus the generation prompt, control strings in content kept as text."""
+    def encode_prompt(self, conv_messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """Serving: the ids of `messages` (and `tools`) plus the generation prompt, control strings in content kept
+        as text."""
         msgs = self.template_messages(conv_messages)
-        text = self.render_text(msgs, add_generation_prompt=True)
-        return self.encode(msgs, text, add_generation_prompt=True)[0]
+        text = self.render_text(msgs, add_generation_prompt=True, tools=tools)
+        return self.encode(msgs, text, add_generation_prompt=True, tools=tools)[0]
 
     def _encode_plan(self, plan: _Plan) -> tuple[list[int], np.ndarray, bool]:
         if plan.prompt_chars is None:

@@ -36,9 +36,10 @@ def test_defaults_are_loopback_and_greedy():
     ({"messages": ["hi"]}, "messages[0]"),
     ({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}, "presence_penalty"),
     ({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": -1}, "frequency_penalty"),
-    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}, "response_format"),
+    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}, "response_format"),
     ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 10}}, "logit_bias"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+    ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
 ])
 def test_bad_fields_are_named(body, param):
     with pytest.raises(ApiError) as err:

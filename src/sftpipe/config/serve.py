@@ -18,6 +18,7 @@ class ServeConfig(Section):
     default_max_tokens: int = Field(512, ge=1)  # when a request names none
     max_stop: int = Field(4, ge=0)  # stop strings per request (OpenAI allows 4)
     max_stop_chars: int = Field(64, ge=1)
+    max_tools: int = Field(64, ge=0)  # function definitions per request
     max_batch: int = Field(16, ge=1)  # rows decoded together
     max_queue: int = Field(64, ge=1)  # requests waiting beyond the batch; 429 when full
     context: int | None = Field(None, ge=16)  # prompt + reply tokens; default: the model's max_position_embeddings

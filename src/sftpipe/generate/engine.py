@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .stops import find_stop, safe_length
 
@@ -28,6 +29,8 @@ class Request:
     on_text: Callable[[str], None] | None = None  # streaming: each new piece of reply text, in order
     on_done: Callable[[Generation], None] | None = None
     cancelled: bool = False  # set by the caller (client gone); the row leaves at the next step
+    constraint: Any = None  # a `constrain.Constraint`: only tokens its grammar allows are picked
+    keep_special: bool = False  # the text keeps control tokens (tool-call markers such as Mistral's [TOOL_CALLS])
 
 
 @dataclass
@@ -64,6 +67,15 @@ def _pick(logits, row: _Row) -> int:
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
     return int(torch.multinomial(probs, 1, generator=row.gen))
+
+
+def _constrained(logits, row: _Row) -> int:
+    """The row's next token among those its grammar allows (greedy or sampled), then fed to the grammar."""
+    scores = logits.clone()
+    row.req.constraint.mask(scores)
+    token = _pick(scores, row) if row.gen is not None else int(scores.argmax())
+    row.req.constraint.accept(token)
+    return token
 
 
 def _pad_left(t, n: int, dim: int):
@@ -160,14 +172,17 @@ class Engine:
             if row.req.cancelled:
                 done.append((row, "cancelled", None))
                 continue
-            token = _pick(logits[k], row) if row.gen is not None else greedy[k]
+            if row.req.constraint is not None:
+                token = _constrained(logits[k], row)
+            else:
+                token = _pick(logits[k], row) if row.gen is not None else greedy[k]
             row.out.append(token)
             if token in self.stop_ids:
                 done.append((row, "stop", None))
                 continue
             text = None
             if row.req.stop or row.req.on_text:
-                text = self.tok.decode(row.out, skip_special_tokens=True)
+                text = self.tok.decode(row.out, skip_special_tokens=not row.req.keep_special)
                 cut = find_stop(text, row.req.stop, max(0, row.sent - 64)) if row.req.stop else None
                 if cut is not None:
                     done.append((row, "stop", text[:cut]))
@@ -188,7 +203,7 @@ class Engine:
     def _finish(self, row: _Row, finish: str, text: str | None) -> tuple[object, Generation]:
         kept = row.out[:-1] if finish == "stop" and row.out and row.out[-1] in self.stop_ids else row.out
         if text is None:
-            text = self.tok.decode(kept, skip_special_tokens=True)
+            text = self.tok.decode(kept, skip_special_tokens=not row.req.keep_special)
         if row.req.on_text and finish != "cancelled" and len(text) > row.sent:
             row.req.on_text(text[row.sent:])
         gen = Generation(text, len(row.out), len(row.req.ids), finish, list(row.out))

@@ -16,7 +16,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..generate import QueueFull, Request as GenRequest, Worker
 from ..config.serve import ServeConfig
 from .load import Served
-from .protocol import ApiError, ChatParams, decode_messages, decode_request, encode_chunk, encode_response, usage
+from .protocol import (ApiError, ChatParams, decode_messages, decode_request, decode_tools, encode_chunk,
+                       encode_response, usage)
+from .tools import ToolStream, call_grammar, convention_of, parse_reply
 
 
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
@@ -49,6 +51,29 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
                   lifespan=lifespan)
     context = cfg.context or int(getattr(served.model.config, "max_position_embeddings", 2048))
     renderer, tok = served.renderer, served.tokenizer
+    convention = convention_of(renderer.template.source)
+    # a marker that is a control token (Mistral's [TOOL_CALLS]) is kept in the text the parser reads
+    keep_special = convention is not None and convention.marker in tok.all_special_tokens
+    grammars = []  # the llguidance tokenizer, built on the first constrained request (about a second)
+
+    async def constraint(params: ChatParams):
+        """The grammar this request decodes under: a forced tool call, a JSON reply, or none."""
+        from ..generate.constrain import GrammarError, Grammars
+
+        forced = params.tool_choice not in ("auto", "none")
+        if not (forced or params.response_format):
+            return None
+        if not grammars:
+            grammars.append(await asyncio.to_thread(Grammars, tok, int(served.model.config.vocab_size),
+                                                    served.stop_ids))
+        try:
+            if forced:
+                return await asyncio.to_thread(grammars[0].lark, call_grammar(convention, params.tools,
+                                                                              params.tool_choice))
+            return await asyncio.to_thread(grammars[0].json, params.response_format["schema"])
+        except GrammarError as e:
+            param = "tools" if forced else "response_format"
+            raise ApiError(400, param, f"{param}: the schema cannot be enforced: {e}") from None
 
     @app.exception_handler(ApiError)
     async def _api_error(_, exc: ApiError):
@@ -65,9 +90,9 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth)])
 
-    def encode(messages: list[dict]) -> list[int]:
+    def encode(messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         try:
-            return renderer.encode_prompt(messages)
+            return renderer.encode_prompt(messages, tools)
         except Exception as e:  # the template's own raise_exception (e.g. roles must alternate)
             raise ApiError(400, "messages", f"the chat template rejects these messages: {e}") from None
 
@@ -90,9 +115,10 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
         add = body.get("add_generation_prompt", True)
         if not isinstance(add, bool):
             raise ApiError(400, "add_generation_prompt", "add_generation_prompt must be true or false")
+        tools = decode_tools(body, cfg.max_tools) or None
         msgs = renderer.template_messages(messages)
-        text = renderer.render_text(msgs, add_generation_prompt=add)
-        ids = renderer.encode(msgs, text, add_generation_prompt=add)[0]
+        text = renderer.render_text(msgs, add_generation_prompt=add, tools=tools)
+        ids = renderer.encode(msgs, text, add_generation_prompt=add, tools=tools)[0]
         return {"model": served.name, "prompt": text, "token_ids": ids, "tokens": [tok.convert_ids_to_tokens(i)
                                                                                    for i in ids],
                 "template_sha256": served.template_sha256}
@@ -104,7 +130,11 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
         if body.get("model") not in (None, served.name):
             raise ApiError(404, "model", f"model {body.get('model')!r} is not served here; this server serves "
                            f"{served.name!r}", "not_found_error")
-        ids = encode(params.messages)
+        if params.tool_choice != "none" and convention is None:
+            raise ApiError(400, "tools", f"this run's template ({renderer.template.name}) writes no tool calls, so "
+                           "none could be parsed; fix: leave tools out (or send tool_choice \"none\"), or train "
+                           "with a template that renders tool_calls (the model's own, or chatml / llama3)")
+        ids = encode(params.messages, params.tools or None)
         if len(ids) >= context:
             raise ApiError(400, "messages", f"the prompt has {len(ids)} tokens; the context holds {context} "
                            "(prompt + reply); fix: send fewer or shorter messages")
@@ -114,11 +144,15 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
                            f"{context - len(ids)} tokens, or send a shorter prompt")
         budget = min(params.max_tokens or cfg.default_max_tokens, context - len(ids))
         rid = f"chatcmpl-{uuid.uuid4().hex}"
+        grammar = await constraint(params)
         if params.stream:
-            return await stream(rid, ids, budget, params)
-        return await complete(rid, ids, budget, params, request)
+            return await stream(rid, ids, budget, params, grammar)
+        return await complete(rid, ids, budget, params, request, grammar)
 
-    def predict(ids: list[int], budget: int, params: ChatParams, on_text=None):
+    def tools_parsed(params: ChatParams) -> bool:
+        return params.tool_choice != "none"
+
+    def predict(ids: list[int], budget: int, params: ChatParams, grammar=None, on_text=None):
         """Queue the request on the engine; (request, future of its Generation). 429 when the queue is full."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -128,7 +162,8 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
                 gen, BaseException) else done.set_result(gen)))
 
         req = GenRequest(ids, budget, params.temperature, params.top_p, params.seed, params.stop,
-                         on_text=on_text, on_done=finish)
+                         on_text=on_text, on_done=finish, constraint=grammar,
+                         keep_special=keep_special and tools_parsed(params))
         try:
             worker.submit(req)
         except QueueFull as e:
@@ -136,8 +171,8 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
                            "rate_limit_error") from None
         return req, done
 
-    async def complete(rid: str, ids: list[int], budget: int, params: ChatParams, request: Request):
-        req, done = predict(ids, budget, params)
+    async def complete(rid: str, ids: list[int], budget: int, params: ChatParams, request: Request, grammar):
+        req, done = predict(ids, budget, params, grammar)
         try:
             while not (await asyncio.wait({done}, timeout=DISCONNECT_POLL_S))[0]:
                 if await request.is_disconnected():  # nobody will read the reply: stop decoding it
@@ -145,13 +180,21 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
             gen = done.result()
         finally:
             req.cancelled = True  # a no-op once finished
-        return encode_response(rid, served.name, gen.text, gen.finish, len(ids), gen.new_tokens)
+        text, calls = parse_reply(convention, gen.text) if tools_parsed(params) else (gen.text, [])
+        return encode_response(rid, served.name, text, gen.finish, len(ids), gen.new_tokens, calls)
 
-    async def stream(rid: str, ids: list[int], budget: int, params: ChatParams):
+    async def stream(rid: str, ids: list[int], budget: int, params: ChatParams, grammar):
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
-        req, done = predict(ids, budget, params,
+        req, done = predict(ids, budget, params, grammar,
                             on_text=lambda t: loop.call_soon_threadsafe(pieces.put_nowait, t))
+        parser = ToolStream(convention) if tools_parsed(params) else None
+
+        def deltas(piece: str | None) -> list[dict]:
+            """Chat deltas for a piece of reply text (None: the end, flushing what the tool parser holds)."""
+            if parser is None:
+                return [{"content": piece}] if piece else []
+            return parser.feed(piece) if piece is not None else parser.finish()
         done.add_done_callback(lambda _: pieces.put_nowait(None))
 
         def sse(obj) -> str:
@@ -161,15 +204,20 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
             try:
                 yield sse(encode_chunk(rid, served.name, {"role": "assistant", "content": ""}))
                 while (piece := await pieces.get()) is not None:
-                    yield sse(encode_chunk(rid, served.name, {"content": piece}))
+                    for delta in deltas(piece):
+                        yield sse(encode_chunk(rid, served.name, delta))
                 while not pieces.empty():  # text queued before the done callback ran
                     if (piece := pieces.get_nowait()) is not None:
-                        yield sse(encode_chunk(rid, served.name, {"content": piece}))
+                        for delta in deltas(piece):
+                            yield sse(encode_chunk(rid, served.name, delta))
                 if done.exception() is not None:
                     yield sse(ApiError(500, None, f"generation failed: {done.exception()}", "server_error").body())
                     return
+                for delta in deltas(None):
+                    yield sse(encode_chunk(rid, served.name, delta))
                 gen = done.result()
-                yield sse(encode_chunk(rid, served.name, {}, gen.finish))
+                finish = "tool_calls" if parser is not None and parser.calls else gen.finish
+                yield sse(encode_chunk(rid, served.name, {}, finish))
                 if params.include_usage:
                     yield sse(encode_chunk(rid, served.name, None, use=usage(len(ids), gen.new_tokens)))
                 yield "data: [DONE]\n\n"

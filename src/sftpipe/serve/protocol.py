@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
 
 from ..config.serve import ServeConfig
 
-ROLES = ("system", "developer", "user", "assistant")  # developer: what current OpenAI clients send for system
-UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs", "logit_bias")  # refused when set (not null/empty)
+ROLES = ("system", "developer", "user", "assistant", "tool")  # developer: what OpenAI clients send for system
+UNSUPPORTED = ("functions", "logprobs", "top_logprobs", "logit_bias")  # refused when set (not null/empty)
 PENALTIES = ("presence_penalty", "frequency_penalty")  # refused unless 0: sampling here has no such term
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
 
 
 class ApiError(Exception):
@@ -37,6 +40,9 @@ class ChatParams:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    response_format: dict | None = None  # {"schema": a JSON schema or None (any JSON object)}; None: free text
+    tools: list[dict] = field(default_factory=list)
+    tool_choice: str = "none"  # "auto" | "none" | "required" | a function name
 
 
 def _number(body: dict, key: str, lo: float, hi: float, default: float) -> float:
@@ -71,16 +77,102 @@ def decode_messages(body: dict, cfg: ServeConfig) -> list[dict]:
     if len(messages) > cfg.max_messages:
         raise ApiError(400, "messages", f"messages has {len(messages)} entries; this server takes at most "
                        f"{cfg.max_messages}")
+    return [_message(m, i) for i, m in enumerate(messages)]
+
+
+def _tool_calls(value, where: str) -> list[dict]:
+    """An assistant message's `tool_calls` as template tool calls (arguments parsed from their JSON string)."""
+    if not isinstance(value, list):
+        raise ApiError(400, where, f"{where} must be a list of tool calls")
     out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ApiError(400, f"messages[{i}]", f"messages[{i}] must be an object with role and content")
-        if m.get("role") not in ROLES:
-            raise ApiError(400, f"messages[{i}].role", f"messages[{i}].role is {m.get('role')!r}; allowed: "
-                           f"{', '.join(ROLES)}")
-        role = "system" if m["role"] == "developer" else m["role"]  # the template knows system instructions
-        out.append({"role": role, "content": _content(m.get("content"), f"messages[{i}].content")})
+    for j, call in enumerate(value):
+        fn = call.get("function") if isinstance(call, dict) else None
+        args = fn.get("arguments") if isinstance(fn, dict) else None
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            args = None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(args, dict):
+            raise ApiError(400, f"{where}[{j}]", f"{where}[{j}] must be {{\"id\": ..., \"type\": \"function\", "
+                           "\"function\": {\"name\": ..., \"arguments\": \"<a JSON object>\"}}")
+        out.append({"id": str(call.get("id", "")), "type": "function",
+                    "function": {"name": fn["name"], "arguments": args}})
     return out
+
+
+def _message(m, i: int) -> dict:
+    """One request message as the template sees it: role and text content, plus tool calls and ids."""
+    if not isinstance(m, dict):
+        raise ApiError(400, f"messages[{i}]", f"messages[{i}] must be an object with role and content")
+    if m.get("role") not in ROLES:
+        raise ApiError(400, f"messages[{i}].role", f"messages[{i}].role is {m.get('role')!r}; allowed: "
+                       f"{', '.join(ROLES)}")
+    role = "system" if m["role"] == "developer" else m["role"]  # the template knows system instructions
+    calls = _tool_calls(m["tool_calls"], f"messages[{i}].tool_calls") if role == "assistant" and m.get(
+        "tool_calls") else None
+    content = "" if calls and m.get("content") is None else _content(m.get("content"), f"messages[{i}].content")
+    out = {"role": role, "content": content}
+    if calls:
+        out["tool_calls"] = calls
+    if role == "tool":
+        if not isinstance(m.get("tool_call_id"), str):
+            raise ApiError(400, f"messages[{i}].tool_call_id", f"messages[{i}] (role tool) needs the tool_call_id "
+                           "of the call it answers")
+        out["tool_call_id"] = m["tool_call_id"]
+    return out
+
+
+def _response_format(value) -> dict | None:
+    """`response_format` as {"schema": ...} (json_object: None, any object), or None for free text."""
+    if value is None or value == {"type": "text"}:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "json_object":
+        return {"schema": None}
+    spec = value.get("json_schema") if kind == "json_schema" else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+        raise ApiError(400, "response_format", "response_format must be {\"type\": \"text\"}, {\"type\": "
+                       "\"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., "
+                       "\"schema\": {...}}}")
+    return {"schema": spec.get("schema", {"type": "object"})}
+
+
+def decode_tools(body: dict, max_tools: int) -> list[dict]:
+    """The request's `tools` as template tools ([] when absent), each a checked function definition."""
+    tools = body.get("tools")
+    if tools is None or tools == []:
+        return []
+    if not isinstance(tools, list) or len(tools) > max_tools:
+        raise ApiError(400, "tools", f"tools must be a list of at most {max_tools} function definitions")
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not TOOL_NAME.match(fn["name"]):
+            raise ApiError(400, f"tools[{i}]", f"tools[{i}] must be {{\"type\": \"function\", \"function\": "
+                           "{\"name\": ..., \"parameters\": {...}}} with a name of 1-64 letters, digits, _ or -")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, dict):
+            raise ApiError(400, f"tools[{i}].function.parameters", "parameters must be a JSON schema object")
+        out.append({"type": "function", "function": {**fn, "parameters": params}})
+    return out
+
+
+def decode_tool_choice(body: dict, tools: list[dict]) -> str:
+    """`tool_choice` as "auto", "none", "required" or a function name (checked against `tools`)."""
+    choice = body.get("tool_choice")
+    if choice is None:
+        return "auto" if tools else "none"
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        choice = choice["function"].get("name")
+        if choice not in {t["function"]["name"] for t in tools}:
+            raise ApiError(400, "tool_choice", f"tool_choice names {choice!r}, which is not in tools")
+        return choice
+    if choice not in ("auto", "none", "required"):
+        raise ApiError(400, "tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or "
+                       "{\"type\": \"function\", \"function\": {\"name\": ...}}")
+    if choice != "none" and not tools:
+        raise ApiError(400, "tool_choice", f"tool_choice {choice!r} needs tools; fix: send tools or leave it out")
+    return choice
 
 
 def decode_request(body, cfg: ServeConfig) -> ChatParams:
@@ -97,11 +189,6 @@ def decode_request(body, cfg: ServeConfig) -> ChatParams:
         if body.get(key) not in (None, 0):
             raise ApiError(400, key, f"{key} is not supported by this server (its sampling has no penalty term); "
                            "fix: leave it out or at 0")
-    response_format = body.get("response_format")
-    if response_format not in (None, {"type": "text"}):
-        raise ApiError(400, "response_format", "response_format other than {\"type\": \"text\"} is not enforced by "
-                       "this server, so a JSON reply would not be guaranteed; fix: leave it out and ask for JSON "
-                       "in the messages")
     field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = body.get(field)
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
@@ -120,9 +207,11 @@ def decode_request(body, cfg: ServeConfig) -> ChatParams:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options", "stream_options must be an object")
+    tools = decode_tools(body, cfg.max_tools)
     return ChatParams(messages, max_tokens, _number(body, "temperature", 0.0, 2.0, 0.0),
                       _number(body, "top_p", 1e-6, 1.0, 1.0), seed, tuple(stops), bool(body.get("stream", False)),
-                      bool(options.get("include_usage", False)))
+                      bool(options.get("include_usage", False)), _response_format(body.get("response_format")),
+                      tools, decode_tool_choice(body, tools))
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -135,11 +224,14 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def encode_response(rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
-                    ) -> dict:
-    """A non-streaming chat.completion object."""
+def encode_response(rid: str, model: str, text: str | None, finish: str, prompt_tokens: int, completion_tokens: int,
+                    tool_calls: list[dict] | None = None) -> dict:
+    """A non-streaming chat.completion object (with `tool_calls`, finish_reason "tool_calls")."""
+    message = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"], finish = tool_calls, "tool_calls"
     return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish,
                          "logprobs": None}],
             "usage": usage(prompt_tokens, completion_tokens)}
 
