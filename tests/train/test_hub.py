@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..readme_blocks import block_after, commands as readme_commands
+
 REPO = "sftpipe-test/tiny-llama"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -74,10 +76,8 @@ def test_pinned_revisions_and_a_missing_model_offline(hub_cache, tmp_path, monke
 def test_the_readme_quickstart_as_written(hub_cache, data_dir, tmp_path):
     """The README's quickstart block, its model id pointed at the test's cached hub model and my.jsonl at test data;
     default settings otherwise (~20 s)."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = text[text.index("<!-- quickstart"):].split("```bash\n", 1)[1].split("```", 1)[0]
     shutil.copy(data_dir / "train.jsonl", tmp_path / "my.jsonl")
-    commands = [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+    commands = [c.split() for c in readme_commands(block_after("quickstart"))]
     assert [c[:2] for c in commands] == [["sftpipe", "train"], ["sftpipe", "doctor"]]
     for command in commands:
         args = [REPO if a == "Qwen/Qwen2.5-0.5B-Instruct" else a for a in command[1:]]

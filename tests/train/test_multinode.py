@@ -16,16 +16,12 @@ import yaml
 
 from sftpipe.stages.train import run
 
-ROOT = Path(__file__).resolve().parents[2]
-MARK = "<!-- multi-node recipe"
+from ..readme_blocks import block_after, commands
 
 
 def recipe() -> list[str]:
     """The README block after the recipe mark, one command per entry (continuations joined), exports left out."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = text[text.index(MARK):].split("```bash\n", 1)[1].split("```", 1)[0]
-    commands = block.replace("\\\n", " ").splitlines()
-    return [c for c in commands if c.strip() and not c.startswith("export ")]
+    return [c for c in commands(block_after("multi-node recipe")) if not c.startswith("export ")]
 
 
 def free_port() -> int:
