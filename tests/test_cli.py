@@ -56,6 +56,7 @@ def test_render_writes_rows_reports_and_parity(tmp_path):
     assert report["mask"]["eot_coverage"] == 1.0
     parity = json.loads((tmp_path / "r.parity.json").read_text())
     assert parity["examples_checked"] == len(rows) and parity["text_mismatches"] == parity["token_mismatches"] == 0
+    assert Path(parity["tokenizer_dir"]).is_dir()  # the saved tokenizer where it landed, not the staging folder
     assert "chat_template" in json.loads((tmp_path / "r.tokenizer" / "tokenizer_config.json").read_text())
 
 

@@ -103,7 +103,8 @@ def run(cfg: SftpipeConfig, output: Path, *, split: str = "train", progress: boo
             write_jsonl(staging / names["rejects"], tk.rejects)
         indices, sample = tk.parity_indices(cfg.render.parity_examples)
         parity = {**check_parity(save_tokenizer(renderer.tokenizer, staging / names["tokenizer"]),
-                                 tk.examples(indices)), "sample": sample}
+                                 tk.examples(indices)), "sample": sample,
+                  "tokenizer_dir": str(output.with_name(names["tokenizer"]))}  # where it lands, not the staging
         write_json(staging / names["parity"], parity)
         write_json(staging / names["report"], report)
         if parity["text_mismatches"] or parity["token_mismatches"]:
