@@ -1,6 +1,7 @@
-"""The OpenAI-compatible app: `POST /v1/chat/completions` (JSON or SSE stream), `POST /v1/render` (the prompt text
-and ids the model sees), `GET /v1/models`, `GET /health`. Each request goes decode_request -> predict (the
-generation engine's worker) -> encode_response."""
+"""The OpenAI-compatible app: `POST /v1/chat/completions` (JSON or SSE stream, tools, structured outputs),
+`POST /v1/render` (the prompt text and ids the model sees), `GET /v1/models`, `GET /health`. Each request goes
+decode_request -> its grammar, if any -> predict (the generation engine's worker) -> tool calls parsed ->
+encode_response."""
 
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
         if body.get("model") not in (None, served.name):
             raise ApiError(404, "model", f"model {body.get('model')!r} is not served here; this server serves "
                            f"{served.name!r}", "not_found_error")
-        if params.tool_choice != "none" and convention is None:
+        if params.parses_tools and convention is None:
             raise ApiError(400, "tools", f"this run's template ({renderer.template.name}) writes no tool calls, so "
                            "none could be parsed; fix: leave tools out (or send tool_choice \"none\"), or train "
                            "with a template that renders tool_calls (the model's own, or chatml / llama3)")
@@ -149,9 +150,6 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
             return await stream(rid, ids, budget, params, grammar)
         return await complete(rid, ids, budget, params, request, grammar)
 
-    def tools_parsed(params: ChatParams) -> bool:
-        return params.tool_choice != "none"
-
     def predict(ids: list[int], budget: int, params: ChatParams, grammar=None, on_text=None):
         """Queue the request on the engine; (request, future of its Generation). 429 when the queue is full."""
         loop = asyncio.get_running_loop()
@@ -163,7 +161,7 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
 
         req = GenRequest(ids, budget, params.temperature, params.top_p, params.seed, params.stop,
                          on_text=on_text, on_done=finish, constraint=grammar,
-                         keep_special=keep_special and tools_parsed(params))
+                         keep_special=keep_special and params.parses_tools)
         try:
             worker.submit(req)
         except QueueFull as e:
@@ -180,7 +178,7 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
             gen = done.result()
         finally:
             req.cancelled = True  # a no-op once finished
-        text, calls = parse_reply(convention, gen.text) if tools_parsed(params) else (gen.text, [])
+        text, calls = parse_reply(convention, gen.text) if params.parses_tools else (gen.text, [])
         return encode_response(rid, served.name, text, gen.finish, len(ids), gen.new_tokens, calls)
 
     async def stream(rid: str, ids: list[int], budget: int, params: ChatParams, grammar):
@@ -188,7 +186,7 @@ def build_app(served: Served, worker: Worker, cfg: ServeConfig, api_key: str | N
         pieces: asyncio.Queue = asyncio.Queue()
         req, done = predict(ids, budget, params, grammar,
                             on_text=lambda t: loop.call_soon_threadsafe(pieces.put_nowait, t))
-        parser = ToolStream(convention) if tools_parsed(params) else None
+        parser = ToolStream(convention) if params.parses_tools else None
 
         def deltas(piece: str | None) -> list[dict]:
             """Chat deltas for a piece of reply text (None: the end, flushing what the tool parser holds)."""

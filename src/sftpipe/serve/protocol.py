@@ -44,6 +44,11 @@ class ChatParams:
     tools: list[dict] = field(default_factory=list)
     tool_choice: str = "none"  # "auto" | "none" | "required" | a function name
 
+    @property
+    def parses_tools(self) -> bool:
+        """Whether the reply is read for tool calls (tools sent, and tool_choice not "none")."""
+        return self.tool_choice != "none"
+
 
 def _number(body: dict, key: str, lo: float, hi: float, default: float) -> float:
     value = body.get(key)
