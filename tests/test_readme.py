@@ -67,7 +67,7 @@ COVERAGE: dict[tuple[str, str], str] = {
     ("bash", ".venv/bin/sftpipe export runs/harbor"): "run here: test_export_block_as_written (hf, vllm); the gguf "
                                                       "line (GGUF export is being rewritten) is run by "
                                                       "tests/serve/test_export.py::"
-                                                      "test_gguf_reads_back_with_the_same_template_tokens_and_logits",
+                                                      "test_gguf_by_llama_cpps_converter_keeps_template_stops_tokens_and_logits",
 }
 PLACEHOLDER = "1"  # an unset $VAR in a parsed line: valid as a string, a number and a path
 SFTPIPE_WORD = re.compile(r"(^|[\s/])sftpipe(\.cli)?(\s|$)")

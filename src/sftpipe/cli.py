@@ -190,7 +190,7 @@ def serve(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>)
 def export(run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<name>) or one of its checkpoint folders.")],
            out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (written beside, renamed).")],
            format: Annotated[str, typer.Option("--format", help=formats_help() + ".")] = "hf",
-           dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 weights.")] = "bf16",
+           dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 weights; gguf also q8_0.")] = "bf16",
            overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False) -> None:
     """Export a run for deployment: merged safetensors (hf), a vLLM bundle, or a GGUF for llama.cpp."""
     from .stages.export import run

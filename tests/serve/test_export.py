@@ -1,5 +1,5 @@
 """`sftpipe export`: the hf bundle loads in plain transformers and reproduces the served replies; dtype, eos,
-template and card; the vllm bundle's launch command; outputs appear whole."""
+template and card; the vllm bundle's launch command; GGUF by llama.cpp's converter (f16, q8_0); outputs appear whole."""
 
 from __future__ import annotations
 
@@ -73,23 +73,77 @@ def test_dtype_vllm_bundle_and_whole_outputs(tiny_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vllm"]  # no staging folder left behind
 
 
-def test_gguf_reads_back_with_the_same_template_tokens_and_logits(tiny_run, tmp_path):
+@pytest.fixture(scope="module")
+def gguf_f16(tiny_run, tmp_path_factory):
+    return export(tiny_run, tmp_path_factory.mktemp("export") / "gguf", format="gguf", dtype="fp16")
+
+
+def _fields(path) -> tuple[dict, dict]:
+    """(metadata by key, tensor type name by tensor) of a GGUF, read with gguf-py."""
     from gguf import GGUFReader
 
-    res = export(tiny_run, tmp_path / "gguf", format="gguf", dtype="fp16")
-    check = res.record["check"]
-    assert check["template_equal"] and check["token_ids_equal"] and check["ok"]
-    assert check["max_abs_logit_diff"] <= check["tolerance"] == 1e-4
-    reader = GGUFReader(res.output / res.record["file"])
-    fields = {k: f.contents() for k, f in reader.fields.items() if k.startswith(("tokenizer.", "general.arch"))}
+    reader = GGUFReader(path)
+    return ({k: f.contents() for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.")
+             or k.endswith("_id")}, {t.name: (t.tensor_type.name, len(t.shape)) for t in reader.tensors})
+
+
+def test_gguf_by_llama_cpps_converter_keeps_template_stops_tokens_and_logits(gguf_f16, tiny_run):
+    from transformers import AutoTokenizer
+
+    from sftpipe.export.gguf import TOLERANCE, check_metadata
+
+    out, record = gguf_f16.output, gguf_f16.record
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "serve-t-fp16.gguf"]  # no staging left
+    assert json.loads((out / "export.json").read_text()) == record and "convert_hf_to_gguf.py" in record["writer"]
+    meta, tensors = _fields(out / record["file"])
     info = read_info(tiny_run)
-    assert fields["general.architecture"] == "llama"
-    assert fields["tokenizer.chat_template"] == json.loads(
-        (tiny_run / "tokenizer_config.json").read_text())["chat_template"]
-    assert fields["tokenizer.ggml.eot_token_id"] == info.template.end_of_turn_ids[0]
-    assert fields["tokenizer.ggml.eos_token_id"] in res.record["eos_token_id"]
-    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"F16"}
-    assert json.loads((res.output / "export.json").read_text()) == res.record
+    template = json.loads((tiny_run / "tokenizer_config.json").read_text())["chat_template"]
+    assert meta["general.architecture"] == "llama" and meta["tokenizer.chat_template"] == template
+    assert meta["tokenizer.ggml.eot_token_id"] == info.template.end_of_turn_ids[0] == record["eot_token_id"]
+    assert meta["tokenizer.ggml.eos_token_id"] in record["eos_token_id"]
+    assert {t for t, dims in tensors.values() if dims == 2} == {"F16"}
+    assert {t for t, dims in tensors.values() if dims == 1} == {"F32"}  # norms stay f32, as llama.cpp wants
+    check = record["check"]
+    assert check["ok"] and check["template_equal"] and check["loader_template_equal"] and check["token_ids_equal"]
+    assert check["max_abs_logit_diff"] <= check["tolerance"] == TOLERANCE == 1e-4
+    assert check["weights_as_stored"] == check["weights"] == len(tensors)
+    assert check["dtype_logit_diff"] > 0  # measured against the unrounded model too: fp16 is not free
+    run_tok = AutoTokenizer.from_pretrained(tiny_run)  # the tokenizer transformers rebuilds from the file
+    g_tok = AutoTokenizer.from_pretrained(out, gguf_file=record["file"])
+    kw = {"add_generation_prompt": True, "tokenize": True, "sanitize_control_tokens": True, "return_dict": False}
+    for prompt in PROMPTS:
+        assert list(g_tok.apply_chat_template(prompt, **kw)) == list(run_tok.apply_chat_template(prompt, **kw))
+    wrong = {"chat_template": template + " ", "eos_token_id": 7, "eot_token_id": 7, "tensor_types": {}}
+    assert not any(v for k, v in check_metadata(wrong, template, record["eos_token_id"], 2).items()
+                   if k != "tensor_types")
+
+
+def test_gguf_q8_0_holds_q8_0_blocks_of_the_merged_weights(tiny_run, hf_bundle, tmp_path):
+    import gguf
+    import numpy as np
+
+    res = export(tiny_run, tmp_path / "q8", format="gguf", dtype="q8_0")
+    check = res.record["check"]
+    assert check["ok"] and check["token_ids_equal"] and check["template_equal"] and check["eot_equal"]
+    assert check["max_abs_logit_diff"] <= 1e-4 < check["dtype_logit_diff"]  # exact to q8_0; q8_0 itself costs
+    reader = gguf.GGUFReader(res.output / res.record["file"])
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"Q8_0"}
+    embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    with safe_open(str(hf_bundle / "model.safetensors"), "np") as f:
+        merged = f.get_tensor("model.embed_tokens.weight")
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    stored = gguf.quants.dequantize(embd.data, q8).reshape(merged.shape)
+    assert np.array_equal(stored, gguf.quants.dequantize(gguf.quants.quantize(merged, q8), q8).reshape(merged.shape))
+    assert not np.array_equal(stored, merged)
+
+
+def test_q8_0_is_for_gguf_only(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"'q8_0' is not a dtype for --format hf; allowed: bf16, fp16, fp32; "
+                                          r"fix: pass one of them, or --format gguf for q8_0"):
+        export(tiny_run, tmp_path / "hf", format="hf", dtype="q8_0")
+    with pytest.raises(ConfigError, match=r"'int4' is not a dtype for --format gguf; allowed: .*q8_0"):
+        export(tiny_run, tmp_path / "gguf", format="gguf", dtype="int4")
+    assert not any(tmp_path.iterdir())
 
 
 def test_every_format_has_a_writer_and_an_unknown_one_fails_before_loading(tmp_path):

@@ -16,11 +16,13 @@ from sftpipe.serve.tools import CONVENTIONS, ToolStream, call_grammar, conventio
 
 TEMPLATES = Path(__file__).parents[1] / "assets" / "templates"
 BUILTINS = Path(__file__).parents[2] / "src" / "sftpipe" / "templates"
-TOOLS = [{"type": "function", "function": {"name": "get_order", "parameters": {
-    "type": "object", "properties": {"order_id": {"type": "string", "enum": ["4411", "5566"]}, "urgent": {"type": "boolean"}},
-    "required": ["order_id", "urgent"], "additionalProperties": False}}},
-    {"type": "function", "function": {"name": "refund", "parameters": {
-        "type": "object", "properties": {"amount": {"type": "integer", "minimum": 0, "maximum": 500}}, "required": ["amount"], "additionalProperties": False}}}]
+ORDER = {"type": "object", "properties": {"order_id": {"type": "string", "enum": ["4411", "5566"]},
+                                         "urgent": {"type": "boolean"}},
+         "required": ["order_id", "urgent"], "additionalProperties": False}
+REFUND = {"type": "object", "properties": {"amount": {"type": "integer", "minimum": 0, "maximum": 500}},
+          "required": ["amount"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_order", "parameters": ORDER}},
+         {"type": "function", "function": {"name": "refund", "parameters": REFUND}}]
 CALLS = [{"id": "abcDEF123", "type": "function", "function": {"name": "get_order",
                                                               "arguments": {"order_id": "4411", "urgent": True}}}]
 CASES = [(TEMPLATES / "qwen2.5-7b-instruct.jinja", "hermes"), (TEMPLATES / "qwen3-8b.jinja", "hermes"),

@@ -1,9 +1,11 @@
-"""`sftpipe export RUN --format hf|vllm|gguf --out DIR [--dtype bf16|fp16|fp32]`: a deployment bundle of a run.
+"""`sftpipe export RUN --format hf|vllm|gguf --out DIR [--dtype bf16|fp16|fp32, gguf also q8_0]`: a deployment
+bundle of a run.
 
 Read top to bottom: load the run through `sftpipe.runs` and fold its adapter in -> write the bundle into a folder
 beside DIR (hf: safetensors in the dtype, tokenizer with the exact template inline, generation_config whose eos
-holds every end-of-turn id, model card; vllm: the same plus the launch command; gguf: one .gguf file with the
-template and eos/eot ids in its metadata, read back with transformers' GGUF loader and checked) -> rename it to DIR.
+holds every end-of-turn id, model card; vllm: the same plus the launch command; gguf: one .gguf file written by
+llama.cpp's converter from the hf bundle, its template and eos/eot ids checked in its metadata, read back with
+transformers' GGUF loader and checked) -> rename it to DIR.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ModelError
-from ..export.formats import writer
-from ..export.merged import atomic_folder, merged_model, torch_dtype
+from ..export.formats import check_dtype, writer
+from ..export.merged import atomic_folder, merged_model
 from ..runs import resolve
 
 
@@ -31,7 +33,7 @@ def run(ref: str | Path, out: str | Path, *, format: str = "hf", dtype: str = "b
     """Export the run `ref` (runs/<name> or one of its checkpoint folders) as `format` (a name in
     `sftpipe.export.formats`) into `out`."""
     write = writer(format)
-    torch_dtype(dtype)  # an unknown dtype fails before the model loads
+    check_dtype(format, dtype)  # a dtype the format does not take fails before the model loads
     try:
         found = resolve(ref)
     except ModelError as e:
