@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
@@ -22,3 +24,8 @@ class ServeConfig(Section):
     max_batch: int = Field(16, ge=1)  # rows decoded together
     max_queue: int = Field(64, ge=1)  # requests waiting beyond the batch; 429 when full
     context: int | None = Field(None, ge=16)  # prompt + reply tokens; default: the model's max_position_embeddings
+    # a front for an engine that takes token-id prompts (its /v1 base URL): this server renders, checks, limits,
+    # authenticates and parses tools, and the engine decodes (its key, if any, from SFTPIPE_ENGINE_API_KEY)
+    engine: str | None = Field(None, pattern=r"^https?://")
+    engine_kind: Literal["openai", "llama.cpp"] = "openai"  # openai: vLLM's or sftpipe's /v1/completions
+    engine_model: str | None = None  # the model name the engine serves, when it requires one (vLLM)

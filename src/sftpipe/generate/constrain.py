@@ -55,10 +55,12 @@ def lark_grammar(text: str) -> str:
 
 
 class Constraint:
-    """One request's grammar state: `mask` the next-token logits, then `accept` the token picked."""
+    """One request's grammar state: `mask` the next-token logits, then `accept` the token picked. `spec` is what it
+    was compiled from, in vLLM's `structured_outputs` shape ({"json": schema} or {"grammar": lark}), for an engine
+    behind a front that compiles its own."""
 
-    def __init__(self, matcher):
-        self.matcher = matcher
+    def __init__(self, matcher, spec: dict[str, Any]):
+        self.matcher, self.spec = matcher, spec
 
     def mask(self, logits) -> None:
         """Set the logits of tokens the grammar cannot take next to -inf, in place (a 1-D row)."""
@@ -88,8 +90,9 @@ class Grammars:
         # the end-of-turn ids are the grammar's end: a finished grammar allows only them
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(stop_ids))
 
-    def compile(self, grammar: str) -> Constraint:
-        """A constraint for an llguidance grammar (from `json_schema_grammar` or `lark_grammar`)."""
+    def compile(self, grammar: str, spec: dict[str, Any]) -> Constraint:
+        """A constraint for an llguidance grammar (from `json_schema_grammar` or `lark_grammar`) compiled from
+        `spec`."""
         from llguidance import LLMatcher
 
         error = LLMatcher.validate_grammar(grammar, self.tokenizer)
@@ -98,12 +101,12 @@ class Grammars:
         matcher = LLMatcher(self.tokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise GrammarError(matcher.get_error())
-        return Constraint(matcher)
+        return Constraint(matcher, spec)
 
     def json(self, schema: dict[str, Any] | None) -> Constraint:
         """A constraint to one JSON value matching `schema` (None: any JSON object)."""
-        return self.compile(json_schema_grammar(schema))
+        return self.compile(json_schema_grammar(schema), {"json": with_layout(schema)})
 
     def lark(self, text: str) -> Constraint:
         """A constraint to a Lark grammar."""
-        return self.compile(lark_grammar(text))
+        return self.compile(lark_grammar(text), {"grammar": text})

@@ -23,6 +23,16 @@ class Worker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sftpipe-generate", daemon=True)
 
+    @property
+    def running(self) -> int:
+        """Requests being decoded now."""
+        return len(self.engine.rows)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a row."""
+        return self.waiting.qsize()
+
     def start(self) -> Worker:
         self._thread.start()
         return self

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from ..config import RenderConfig, format_errors
 from ..errors import ModelError, TemplateError
+from ..models import resolve_model
 from .folder import require_complete
 from .info import RUN_JSON, RunInfo
-from .load import load_run, load_tokenizer
+from .load import load_run, load_tokenizer, weights_folder
 
 if TYPE_CHECKING:  # render imports transformers: loaded when a renderer is built, not with sftpipe.runs
     from ..render import ChatRenderer
@@ -122,11 +123,12 @@ def check_template(run_dir: Path, tokenizer, info: RunInfo) -> str:
 class ServedRun:
     """A run loaded to be served: the model (adapter folded in), tokenizer, run.json, renderer, template sha256."""
 
-    model: Any
+    model: Any  # None: loaded without weights (a front)
     tokenizer: Any
     info: RunInfo
     renderer: ChatRenderer
     template_sha256: str
+    config: Any  # the model's transformers config
 
 
 def load_for_serving(run: RunRef) -> ServedRun:
@@ -134,4 +136,19 @@ def load_for_serving(run: RunRef) -> ServedRun:
     renderer it trained with (what serve and eval generate with)."""
     sha = check_template(run.run_dir, load_tokenizer(run.run_dir), require_complete(run.run_dir))
     model, tokenizer, info = load_run(run.run_dir, run.checkpoint, merge=True)
-    return ServedRun(model, tokenizer, info, serving_renderer(tokenizer, info), sha)
+    return ServedRun(model, tokenizer, info, serving_renderer(tokenizer, info), sha, model.config)
+
+
+def load_front(run: RunRef) -> ServedRun:
+    """What a front needs of a run, without its weights: tokenizer, renderer, template check and model config."""
+    from transformers import AutoConfig
+
+    tokenizer = load_tokenizer(run.run_dir)
+    info = require_complete(run.run_dir)
+    sha = check_template(run.run_dir, tokenizer, info)
+    folder = weights_folder(run.run_dir, run.checkpoint)
+    config = AutoConfig.from_pretrained(folder if (folder / "config.json").is_file() else resolve_model(
+        info.base_model), trust_remote_code=False)
+    # the run's vocabulary, as load_base resizes the base to it
+    config.vocab_size = info.vocab_size or max(config.vocab_size, len(tokenizer))
+    return ServedRun(None, tokenizer, info, serving_renderer(tokenizer, info), sha, config)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..generate import stop_token_ids
 from ..render import ChatRenderer
-from ..runs import RunInfo, load_for_serving, resolve
+from ..runs import RunInfo, load_for_serving, load_front, resolve
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Served:
     """A loaded run, ready to serve."""
 
     name: str
-    model: Any
+    model: Any  # None in a front (the engine behind it holds the weights)
     tokenizer: Any
     renderer: ChatRenderer
     info: RunInfo
@@ -26,13 +26,16 @@ class Served:
     template_sha256: str
     run_dir: Path
     checkpoint: str | None
+    config: Any  # the model's transformers config (context length, vocabulary size)
 
 
-def load_served(ref: str | Path) -> Served:
-    """A run folder (runs/<name>) or one of its checkpoint folders, checked and loaded for serving."""
+def load_served(ref: str | Path, *, weights: bool = True) -> Served:
+    """A run folder (runs/<name>) or one of its checkpoint folders, checked and loaded for serving (without
+    `weights`: for a front, which hands token ids to an engine)."""
     run = resolve(ref)
-    loaded = load_for_serving(run)
+    loaded = load_for_serving(run) if weights else load_front(run)
     stops = stop_token_ids(loaded.renderer, run.run_dir / "generation_config.json")
     name = loaded.info.name or run.run_dir.name
     return Served(name if run.checkpoint is None else f"{name}/{run.checkpoint}", loaded.model, loaded.tokenizer,
-                  loaded.renderer, loaded.info, stops, loaded.template_sha256, run.run_dir, run.checkpoint)
+                  loaded.renderer, loaded.info, stops, loaded.template_sha256, run.run_dir, run.checkpoint,
+                  loaded.config)

@@ -29,10 +29,9 @@ class ApiError(Exception):
 
 
 @dataclass
-class ChatParams:
-    """A checked chat request."""
+class Sampling:
+    """How a checked request is decoded (chat and completions alike)."""
 
-    messages: list[dict]
     max_tokens: int | None
     temperature: float
     top_p: float
@@ -40,6 +39,13 @@ class ChatParams:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+
+
+@dataclass
+class ChatParams(Sampling):
+    """A checked chat request."""
+
+    messages: list[dict] = field(default_factory=list)
     response_format: dict | None = None  # {"schema": a JSON schema or None (any JSON object)}; None: free text
     tools: list[dict] = field(default_factory=list)
     tool_choice: str = "none"  # "auto" | "none" | "required" | a function name
@@ -180,11 +186,8 @@ def decode_tool_choice(body: dict, tools: list[dict]) -> str:
     return choice
 
 
-def decode_request(body, cfg: ServeConfig) -> ChatParams:
-    """Check a chat-completions body against the limits; ApiError(400) naming the first bad field."""
-    if not isinstance(body, dict):
-        raise ApiError(400, None, "the request body must be a JSON object")
-    messages = decode_messages(body, cfg)
+def decode_sampling(body: dict, cfg: ServeConfig) -> Sampling:
+    """The decoding fields of a request body, checked against the limits; ApiError(400) naming the first bad one."""
     if body.get("n") not in (None, 1):  # JSON null is "not set", as OpenAI and vLLM read it
         raise ApiError(400, "n", "n must be 1 (one reply per request)")
     for key in UNSUPPORTED:
@@ -212,11 +215,20 @@ def decode_request(body, cfg: ServeConfig) -> ChatParams:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options", "stream_options must be an object")
+    return Sampling(max_tokens, _number(body, "temperature", 0.0, 2.0, 0.0), _number(body, "top_p", 1e-6, 1.0, 1.0),
+                    seed, tuple(stops), bool(body.get("stream", False)), bool(options.get("include_usage", False)))
+
+
+def decode_request(body, cfg: ServeConfig) -> ChatParams:
+    """Check a chat-completions body against the limits; ApiError(400) naming the first bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, None, "the request body must be a JSON object")
+    messages = decode_messages(body, cfg)
+    sampling = decode_sampling(body, cfg)
     tools = decode_tools(body, cfg.max_tools)
-    return ChatParams(messages, max_tokens, _number(body, "temperature", 0.0, 2.0, 0.0),
-                      _number(body, "top_p", 1e-6, 1.0, 1.0), seed, tuple(stops), bool(body.get("stream", False)),
-                      bool(options.get("include_usage", False)), _response_format(body.get("response_format")),
-                      tools, decode_tool_choice(body, tools))
+    return ChatParams(**vars(sampling), messages=messages,
+                      response_format=_response_format(body.get("response_format")), tools=tools,
+                      tool_choice=decode_tool_choice(body, tools))
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -1,7 +1,8 @@
 """`sftpipe serve RUN_OR_CHECKPOINT`: an OpenAI-compatible endpoint for a trained run.
 
 Read top to bottom: load the run through `sftpipe.runs` and refuse to start unless its tokenizer's template is the
-one run.json and parity.json record -> start the generation worker (continuous batching, bounded queue) -> serve
+one run.json and parity.json record -> start the generation worker (continuous batching, bounded queue; or, with
+`serve.engine`, the client of an engine that takes token ids, the weights left to it) -> serve
 the FastAPI app with uvicorn on loopback (unless told otherwise) until interrupted.
 """
 
@@ -43,7 +44,8 @@ def run(ref: str | Path, cfg: ServeConfig, *, api_key: str | None = None,
     url = f"http://{cfg.host}:{cfg.port}/v1"
     if not _loopback(cfg.host) and not api_key:
         log(f"warning: listening on {cfg.host} without --api-key: anyone who can reach this port can use the model")
+    engine = f"front for the {cfg.engine_kind} engine at {cfg.engine}" if cfg.engine else "built-in engine"
     log(f"serving {served.name} on {url} (template sha256 {served.template_sha256[:12]} = run.json = "
-        f"parity.json; stops on ids {served.stop_ids}; batch {cfg.max_batch}, queue {cfg.max_queue})")
+        f"parity.json; stops on ids {served.stop_ids}; {engine}; batch {cfg.max_batch}, queue {cfg.max_queue})")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return ServeResult(served.name, url, served.template_sha256)
