@@ -64,9 +64,11 @@ COVERAGE: dict[tuple[str, str], str] = {
     ("bash", ".venv/bin/sftpipe serve runs/harbor"): SERVE,
     ("python", "from openai import OpenAI"): SERVE,
     ("bash", "curl -s http://127.0.0.1:8000/v1/chat/completions"): SERVE,
+    ("bash", "vllm serve dist/harbor-vllm"): "not offline: vLLM needs a GPU and llama-server a llama.cpp build; "
+                                             "the front with an engine behind it runs in tests/serve/"
+                                             "test_engine_seam.py::test_the_front_answers_as_the_engine_does",
     ("bash", ".venv/bin/sftpipe export runs/harbor"): "run here: test_export_block_as_written (hf, vllm); the gguf "
-                                                      "line (GGUF export is being rewritten) is run by "
-                                                      "tests/serve/test_export.py::"
+                                                      "line is run by tests/serve/test_export.py::"
                                                       "test_gguf_by_llama_cpps_converter_keeps_template_stops_tokens_and_logits",
 }
 PLACEHOLDER = "1"  # an unset $VAR in a parsed line: valid as a string, a number and a path

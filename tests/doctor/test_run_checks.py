@@ -394,8 +394,10 @@ def test_serving_pass_for_a_gguf_bundle_with_the_run_template(project, tok):
     run = project.run()
     info = RunInfo.model_validate(json.loads((run / "run.json").read_text()))
     _gguf_bundle(project, run, info.template.source, info.template.end_of_turn_ids)
+    project.config["serve"] = {"engine": "http://127.0.0.1:8002", "engine_kind": "llama.cpp"}  # behind the front
+    project.write()
     f = project.check("serving", run)
-    assert f.verdict == "PASS" and "exports/gguf: same template" in f.evidence
+    assert f.verdict == "PASS" and "exports/gguf: same template" in f.evidence, f.evidence
 
 
 def test_serving_fail_for_a_gguf_bundle_with_another_template(project):
@@ -413,3 +415,14 @@ def test_dpo_planned_does_not_warn_before_any_training(project):
     project.write()
     f = project.check("dpo-planned")
     assert f.verdict == "SKIP" and "waits for a complete SFT run" in f.evidence
+
+
+def test_serving_warns_when_an_engine_export_has_no_front(project):
+    run = project.run()
+    out = _export(run)
+    write_json(out / "export.json", {"format": "vllm", "run_dir": str(run.resolve())})
+    f = project.check("serving", run)
+    assert f.verdict == "WARN" and "no `serve.engine` front" in f.evidence
+    project.config["serve"] = {"engine": "http://127.0.0.1:8001/v1"}
+    project.write()
+    assert project.check("serving", run).verdict == "PASS"

@@ -12,7 +12,7 @@ from ..errors import SftpipeError
 from ..labels import label_runs
 from .base import Outcome, check, fail, no_run, ok, skip, warn, worst
 from .bundles import bundle_template, export_folders
-from .context import Context
+from .context import Context, read_json
 
 SHARE_BOUNDS = (0.05, 0.95)  # trained share of tokens
 TRUNCATION_RATE = 0.05
@@ -276,6 +276,9 @@ def dpo_planned(ctx: Context) -> Outcome:
     return worst(*found)
 
 
+ENGINE_FORMATS = ("vllm", "gguf")  # exports an outside engine serves
+
+
 @check("serving")
 def serving(ctx: Context) -> Outcome:
     """Guide: "The template used at training time must byte-match deployment ... enforce it in the inference server."
@@ -304,6 +307,13 @@ def serving(ctx: Context) -> Outcome:
                               "re-export with `sftpipe export` (eos covers every end-of-turn id)"))
         if t == ref and not missing:
             found.append(ok(f"{folder}: same template, stops on {sorted(eot)}"))
+    engines = [f for f in folders if (read_json(f / "export.json") or {}).get("format") in ENGINE_FORMATS]
+    if engines and not ctx.section("serve").get("engine"):
+        found.append(warn(f"{', '.join(map(str, engines))}: an engine export with no `serve.engine` front: served "
+                          "by vLLM or llama-server directly, a user's '<|im_end|>' becomes a control token (their "
+                          "OpenAI endpoints tokenize control strings in content; sftpipe's render keeps them text)",
+                          "serve it behind the front: `sftpipe serve RUN --set serve.engine=URL` (README: Serve "
+                          "and deploy), so the engine gets the token ids training rendered"))
     stops = serve.get("stop") or serve.get("stop_tokens")
     if isinstance(stops, list):
         names = set(ctx.tokenizer.convert_ids_to_tokens(sorted(eot)))
