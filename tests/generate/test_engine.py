@@ -63,6 +63,38 @@ def test_continuous_batching_equals_each_prompt_alone(model, renderer):
     assert engine.rows == [] and engine.cache is None
 
 
+def test_prefix_caching_prefills_only_what_a_prompt_adds_and_changes_no_reply(model, renderer):
+    """Prompts sharing a long system prompt: later ones reuse its cached head (joining a running batch too), and
+    every reply equals the one decoded without the cache; the next-token logits agree to float tolerance."""
+    system = {"role": "system", "content": "You are Harbor's support assistant. Always ask for the order id, "
+                                           "never promise an instant refund, and keep the opener short."}
+    prompts = [[system, *p[-1:]] for p in PROMPTS] * 2
+    reqs = [Request(renderer.encode_prompt(p), max_new_tokens=4 + 2 * k) for k, p in enumerate(prompts)]
+    cached = Engine(model, renderer.tokenizer, stop_token_ids(renderer), max_batch=3, prefix_cache=4)
+    plain = Engine(model, renderer.tokenizer, stop_token_ids(renderer), max_batch=3)
+    got, want = run_requests(cached, reqs), run_requests(plain, reqs)
+    assert [g.token_ids for g in got] == [w.token_ids for w in want]
+    head = len(renderer.encode_prompt([system, {"role": "user", "content": "x"}])) - 8
+    assert cached.prefix.hits >= len(reqs) - 3 and cached.prefix.saved >= head * cached.prefix.hits
+    # the logits themselves: a cached head then the rest, against one prefill of the whole prompt
+    from sftpipe.generate.prefix import PrefixCache
+
+    ids = reqs[1].ids
+    store = PrefixCache(min_tokens=4)
+    with torch.inference_mode():
+        whole = model(torch.tensor([ids]), use_cache=True)
+        store.add(reqs[0].ids, [(x.keys, x.values) for x in
+                                model(torch.tensor([reqs[0].ids]), use_cache=True).past_key_values.layers])
+        n, layers = store.lookup(ids)
+        assert n >= head
+        engine = Engine(model, renderer.tokenizer, stop_token_ids(renderer), prefix_cache=1)
+        engine.prefix.add(reqs[0].ids, layers)
+        seen = []
+        engine._advance = lambda logits, rows: seen.append(logits) or []
+        engine.admit([(0, Request(ids, 1))])
+    assert torch.allclose(seen[0][0], whole.logits[0, -1], atol=1e-5)
+
+
 def test_seeded_sampling_does_not_depend_on_the_batch(model, renderer):
     ids = [renderer.encode_prompt(p) for p in PROMPTS]
     alone = [_solo(model, renderer, Request(i, 12, temperature=0.9, top_p=0.9, seed=7)).token_ids for i in ids]

@@ -64,6 +64,10 @@ def test_replies_equal_evals_and_usage_counts_tokens(live, client, tiny_run):
                                              top_p=0.9, seed=7)
         assert got.choices[0].message.content == want.text
     assert [g.text for g in sampled] != [g.text for g in evals]
+    # the prompts share the template's default system prompt: the server prefilled it once (prefix cache), and
+    # its replies still equal eval's, which prefills every prompt whole
+    health = httpx.get(live.url.removesuffix("/v1") + "/health").json()
+    assert health["prefix_hits"] > 0 and health["prefix_tokens_saved"] >= 16 * health["prefix_hits"]
 
 
 def test_streaming_equals_the_whole_reply(client):

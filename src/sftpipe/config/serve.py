@@ -23,6 +23,8 @@ class ServeConfig(Section):
     max_tools: int = Field(64, ge=0)  # function definitions per request
     max_batch: int = Field(16, ge=1)  # rows decoded together
     max_queue: int = Field(64, ge=1)  # requests waiting beyond the batch; 429 when full
+    prefix_cache: int = Field(8, ge=0)  # recent prompts whose KV is kept, so a shared head (the system prompt)
+    # is prefilled once; 0: off
     context: int | None = Field(None, ge=16)  # prompt + reply tokens; default: the model's max_position_embeddings
     # a front for an engine that takes token-id prompts (its /v1 base URL): this server renders, checks, limits,
     # authenticates and parses tools, and the engine decodes (its key, if any, from SFTPIPE_ENGINE_API_KEY)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .prefix import PrefixCache
 from .stops import find_stop, safe_length
 
 
@@ -92,7 +93,8 @@ def _pad_left(t, n: int, dim: int):
 class Engine:
     """Continuous-batching decoder over `model`: `admit` requests while `free` > 0, `step` until none are left."""
 
-    def __init__(self, model, tokenizer, stop_ids: list[int], *, max_batch: int = 16, pad_id: int | None = None):
+    def __init__(self, model, tokenizer, stop_ids: list[int], *, max_batch: int = 16, pad_id: int | None = None,
+                 prefix_cache: int = 0):
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
@@ -108,6 +110,8 @@ class Engine:
         self.rows: list[_Row] = []
         self.cache = None
         self.mask = None  # (rows, columns) 1 = real token, 0 = left padding
+        # the heads of the last `prefix_cache` prompts, reused by prompts that start the same way (plain caches)
+        self.prefix = PrefixCache(prefix_cache) if prefix_cache and self.slack else None
 
     @property
     def free(self) -> int:
@@ -115,7 +119,41 @@ class Engine:
         return self.max_batch - len(self.rows)
 
     def admit(self, items: list[tuple[object, Request]]) -> list[tuple[object, Generation]]:
-        """Prefill `(key, request)` items together and join them to the batch; returns any that finished at once."""
+        """Prefill `(key, request)` items and join them to the batch; returns any that finished at once. Items
+        whose prompt starts with a cached head prefill only the rest, one by one; the others together."""
+        if self.prefix is None:
+            return self._prefill(items)
+        cold, finished = [], []
+        for key, req in items:
+            n, head = self.prefix.lookup(req.ids)
+            if n:
+                finished += self._prefill_after(key, req, n, head)
+            else:
+                cold.append((key, req))
+        return self._prefill(cold) + finished
+
+    def _prefill_after(self, key, req: Request, n: int, head: list[tuple]) -> list[tuple[object, Generation]]:
+        """Prefill what `req` adds to its cached `n`-token head, and join it to the batch."""
+        import torch
+        from transformers import DynamicCache
+
+        from .kv import SlackLayer
+
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [SlackLayer([(k, v)], n) for k, v in head]
+        total = len(req.ids)
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([req.ids[n:]], device=self.device),
+                             attention_mask=torch.ones((1, total), dtype=torch.long, device=self.device),
+                             position_ids=torch.arange(n, total, device=self.device)[None], past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+        self.prefix.add(req.ids, [(x.keys, x.values) for x in out.past_key_values.layers])
+        rows = [_Row(key, req)]
+        self._join(out.past_key_values, torch.ones((1, total), dtype=torch.long, device=self.device), rows)
+        return self._advance(out.logits[:, -1, :], rows)
+
+    def _prefill(self, items: list[tuple[object, Request]]) -> list[tuple[object, Generation]]:
+        """Prefill `(key, request)` items together (left-padded) and join them to the batch."""
         import torch
 
         if not items:
@@ -131,6 +169,11 @@ class Engine:
             out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                              position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1)
         rows = [_Row(key, r) for key, r in items]
+        if self.prefix is not None:  # each prompt's columns, padding cut, before the batch's cache takes them
+            for k, (_, r) in enumerate(items):
+                self.prefix.add(r.ids, [(x.keys[k:k + 1, :, width - len(r.ids):], x.values[k:k + 1, :,
+                                                                                           width - len(r.ids):])
+                                        for x in out.past_key_values.layers])
         self._join(out.past_key_values, mask.to(self.device), rows)
         return self._advance(out.logits[:, -1, :], rows)
 

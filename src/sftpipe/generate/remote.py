@@ -84,6 +84,10 @@ class RemoteWorker:
     def queued(self) -> int:
         return self.active - self.busy
 
+    @property
+    def stats(self) -> dict:
+        return {}
+
     def start(self) -> RemoteWorker:
         return self
 

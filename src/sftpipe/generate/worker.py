@@ -33,6 +33,12 @@ class Worker:
         """Requests waiting for a row."""
         return self.waiting.qsize()
 
+    @property
+    def stats(self) -> dict:
+        """Prefix-cache counters for /health: prompts that reused a cached head, prompt tokens not prefilled."""
+        prefix = self.engine.prefix
+        return {"prefix_hits": prefix.hits, "prefix_tokens_saved": prefix.saved} if prefix is not None else {}
+
     def start(self) -> Worker:
         self._thread.start()
         return self

@@ -119,7 +119,7 @@ def build_app(served: Served, worker, cfg: ServeConfig, api_key: str | None = No
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": served.name, "template_sha256": served.template_sha256,
-                "running": worker.running, "waiting": worker.queued}
+                "running": worker.running, "waiting": worker.queued, **worker.stats}
 
     @v1.get("/models")
     async def models():
@@ -224,6 +224,7 @@ def create_app(ref, cfg: ServeConfig, api_key: str | None = None) -> tuple[FastA
         from ..generate import Engine, Worker
 
         served = load_served(ref)
-        engine = Engine(served.model, served.tokenizer, served.stop_ids, max_batch=cfg.max_batch)
+        engine = Engine(served.model, served.tokenizer, served.stop_ids, max_batch=cfg.max_batch,
+                        prefix_cache=cfg.prefix_cache)
         worker = Worker(engine, max_queue=cfg.max_queue).start()
     return build_app(served, worker, cfg, api_key), served
