@@ -111,3 +111,25 @@ def test_whatever_a_forced_call_grammar_lets_through_parses(conv, choice):
             args = json.loads(call["function"]["arguments"])
             assert set(args) == set(next(t for t in TOOLS if t["function"]["name"] == call["function"]["name"])[
                 "function"]["parameters"]["required"])
+
+
+def test_a_marker_that_is_a_control_token_is_forced_as_that_token():
+    """Mistral's [TOOL_CALLS] is one control token: a forced call starts with it, not with its text spelled out."""
+    from sftpipe.generate.constrain import Grammars
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    tok.add_special_tokens({"additional_special_tokens": ["[TOOL_CALLS]"]})
+    marker = tok.convert_tokens_to_ids("[TOOL_CALLS]")
+    mistral = next(c for c in CONVENTIONS if c.name == "mistral")
+    grammars = Grammars(tok, len(tok), [tok.eos_token_id])
+    torch.manual_seed(0)
+    constraint = grammars.lark(call_grammar(mistral, TOOLS, "refund", marker))
+    out = []
+    while not out or out[-1] != tok.eos_token_id:
+        logits = torch.randn(len(tok))
+        constraint.mask(logits)
+        out.append(int(logits.argmax()))
+        assert constraint.accept(out[-1]) and len(out) < 200
+    assert out[0] == marker
+    _, calls = parse_reply(mistral, tok.decode(out[:-1], skip_special_tokens=False))
+    assert [c["function"]["name"] for c in calls] == ["refund"]

@@ -58,6 +58,7 @@ def build_app(served: Served, worker, cfg: ServeConfig, api_key: str | None = No
     convention = convention_of(renderer.template.source)
     # a marker that is a control token (Mistral's [TOOL_CALLS]) is kept in the text the parser reads
     keep_special = convention is not None and convention.marker in tok.all_special_tokens
+    marker_id = tok.convert_tokens_to_ids(convention.marker) if keep_special else None
     grammars = []  # the llguidance tokenizer, built on the first constrained request (about a second)
 
     async def constraint(spec: dict | None, param: str):
@@ -154,7 +155,7 @@ def build_app(served: Served, worker, cfg: ServeConfig, api_key: str | None = No
                            "with a template that renders tool_calls (the model's own, or chatml / llama3)")
         ids = encode(params.messages, params.tools or None)
         forced = params.tool_choice not in ("auto", "none")
-        spec = {"grammar": call_grammar(convention, params.tools, params.tool_choice)} if forced else \
+        spec = {"grammar": call_grammar(convention, params.tools, params.tool_choice, marker_id)} if forced else \
             {"json": params.response_format["schema"]} if params.response_format else None
         grammar = await constraint(spec, "tools" if forced else "response_format")
         req = request_for(ids, params, grammar, keep_special and params.parses_tools)

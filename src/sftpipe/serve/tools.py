@@ -62,23 +62,33 @@ def convention_of(template_source: str) -> Convention | None:
     return next((c for c in CONVENTIONS if c.marker in template_source), None)
 
 
-def call_grammar(conv: Convention, tools: list[dict], choice: str) -> str:
+def _literal(text: str, conv: Convention, marker_id: int | None) -> str:
+    """`text` as a Lark literal; its leading marker as the control token `marker_id` when it is one (a literal
+    would spell the marker in plain-text tokens, which the model never wrote)."""
+    if marker_id is not None and text.startswith(conv.marker):
+        rest = text[len(conv.marker):]
+        return f"<[{marker_id}]>" + (f" {json.dumps(rest)}" if rest else "")
+    return json.dumps(text)
+
+
+def call_grammar(conv: Convention, tools: list[dict], choice: str, marker_id: int | None = None) -> str:
     """The Lark grammar (llguidance) of a reply that is only tool calls: one call to `choice` when it names a
-    function, one or more calls to any tool when it is "required"."""
+    function, one or more calls to any tool when it is "required". `marker_id`: the convention's marker is that
+    control token (Mistral's [TOOL_CALLS])."""
     from ..generate.constrain import with_layout
 
     fns = [t["function"] for t in tools if choice == "required" or t["function"]["name"] == choice]
     calls = [{"type": "object", "properties": {"name": {"const": f["name"]}, conv.arguments_key: f["parameters"]},
               "required": ["name", conv.arguments_key], "additionalProperties": False} for f in fns]
     one = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    body = f"body: %json {json.dumps(with_layout(one))}\n"
     if conv.is_list:
         schema = {"type": "array", "items": one, "minItems": 1, **({"maxItems": 1} if choice != "required" else {})}
-        return f"start: {json.dumps(conv.call_open)} body\nbody: %json {json.dumps(with_layout(schema))}\n"
-    call = " ".join([json.dumps(conv.call_open)] * bool(conv.call_open) + ["body"]
+        return (f"start: {_literal(conv.call_open, conv, marker_id)} body\n"
+                f"body: %json {json.dumps(with_layout(schema))}\n")
+    call = " ".join([_literal(conv.call_open, conv, marker_id)] * bool(conv.call_open) + ["body"]
                     + [json.dumps(conv.call_close)] * bool(conv.call_close))
     many = ' ("\\n" call)*' if choice == "required" and conv.call_close else ""  # llama3: one JSON per reply
-    return f"start: call{many}\ncall: {call}\n{body}"
+    return f"start: call{many}\ncall: {call}\nbody: %json {json.dumps(with_layout(one))}\n"
 
 
 def call_id(conv: Convention) -> str:
