@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class Convention:
     """How one template family writes tool calls: the marker in its template, its response template (for the
