@@ -96,6 +96,10 @@ class EvalConfig(Section):
     policy: Literal["auto", "rules", "harbor"] = "auto"
     against: str | None = None  # baseline: a run folder, a checkpoint folder or a model; default the base model
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    # Generate the replies that carry a JSON schema a second time, decoding constrained to their schema
+    # (sftpipe.generate.constrain), and report schema_validity_constrained beside the free schema_validity: an
+    # extra measurement of what structured outputs would give; the free replies and the score stay as they are.
+    constrained_schema: bool = False
     loss_tokens_per_batch: int = Field(4096, ge=64)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)

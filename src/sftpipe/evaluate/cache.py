@@ -100,9 +100,12 @@ def key_parts(ref: str, inp: Inputs, *, template: str, device: str) -> dict:
     import transformers
 
     cfg = inp.cfg
+    # eval.constrained_schema (an extra measurement) joins the key only when on: off, the config part is the same
+    # as before the option existed
+    config = cfg.model_dump(mode="json", exclude=None if cfg.constrained_schema else {"constrained_schema"})
     return {
         "model": {"files": model_digest(resolve_model(ref)), "template": serving_template(ref, template)},
-        "config": cfg.model_dump(mode="json"),
+        "config": config,
         "sets": [s.model_dump(mode="json") for s in inp.sets],  # data.eval files when eval.sets is empty
         "items": {name: [dataclasses.asdict(it) for it in items] for name, items in inp.items.items()},
         "deciles": inp.deciles,
@@ -182,6 +185,8 @@ class BaselineCache:
         it could not be written (a full disk, a concurrent writer's swap: the eval goes on either way)."""
         src = self.inp.out_dir / "generations" / label
         names = [f"{s.name}.jsonl" for s in self.inp.sets if s.generate]
+        names += [f"{name}.constrained.jsonl" for name, e in metrics.get("sets", {}).items()
+                  if "generation_constrained" in e]  # eval.constrained_schema's replies
         if "ifeval" in metrics.get("regression", {}):
             names.append("ifeval.jsonl")
         try:

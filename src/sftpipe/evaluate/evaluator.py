@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..chat_client import ChatClient, api_key
+from ..checks import schema_valid
 from ..config.evaluate import EvalConfig, EvalSetConfig
 from ..errors import ConfigError
 from ..io import write_jsonl
@@ -21,7 +22,8 @@ from .judge import summarize as summarize_judge
 from .load import EvalModel
 from .loss import heldout_loss
 from .regression import deltas, run_regression
-from .score import check_reply, combined_score, load_human, pooled_components, summarize_checks
+from .score import (check_reply, combined_score, load_human, pooled_components, pooled_rate, summarize_checks,
+                    validity)
 
 DECILE_DEFINITION = ("categories ranked by training count (descending); decile = 1 + floor(10 * count of all "
                      "more frequent categories / total): 1 = head, 10 = tail and categories unseen in training")
@@ -104,6 +106,9 @@ def evaluate_model(em: EvalModel, inp: Inputs) -> tuple[dict, dict[str, list[str
                 {"id": it.id, "category": it.category, "prompt": it.prompt, "reference": it.target,
                  "output": o.text, "new_tokens": o.new_tokens, "finish": o.finish, "schema": it.schema_name,
                  "expected": it.expected, **c} for it, o, c in zip(items, outputs, checks)])
+            if cfg.constrained_schema and any(it.schema is not None for it in items):
+                entry["checks"]["schema_validity_constrained"], entry["generation_constrained"] = \
+                    constrained_validity(em, inp, s.name, items, folder)
         metrics["sets"][s.name] = entry
     if cfg.regression.ifeval or inp.general:
         inp.log(f"{em.label}: regression (IFEval subset {cfg.regression.ifeval_subset}, general NLL)")
@@ -114,9 +119,41 @@ def evaluate_model(em: EvalModel, inp: Inputs) -> tuple[dict, dict[str, list[str
             write_jsonl(folder / "ifeval.jsonl", rows)
     gen_sets = [e["checks"] for e in metrics["sets"].values() if "checks" in e]
     metrics["components"] = pooled_components(gen_sets)
+    constrained = [c["schema_validity_constrained"] for c in gen_sets if "schema_validity_constrained" in c]
+    if constrained:  # an extra measurement beside the components, never part of the score
+        metrics["schema_validity_constrained"] = pooled_rate(constrained)
     if "ifeval" in metrics.get("regression", {}):
         metrics["components"]["ifeval"] = round(metrics["regression"]["ifeval"]["prompt_level_strict"], 4)
     return metrics, replies
+
+
+def constrained_validity(em: EvalModel, inp: Inputs, set_name: str, items: list[EvalItem], folder: Path
+                         ) -> tuple[dict, dict]:
+    """Schema validity of a set's schema items generated again, each decoding constrained to its schema (eval.
+    constrained_schema); writes <set>.constrained.jsonl beside the free replies. Returns (rate, generation stats)."""
+    from ..generate.constrain import GrammarError
+
+    gen, items = inp.cfg.generation, [it for it in items if it.schema is not None]
+    inp.log(f"{em.label}: generating {len(items)} schema-constrained replies for {set_name}")
+    try:
+        outputs, stats = generate(em.model, em.renderer, [it.prompt for it in items],
+                                  max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+                                  do_sample=gen.do_sample, temperature=gen.temperature, top_p=gen.top_p,
+                                  seed=gen.seed, schemas=[it.schema for it in items],
+                                  progress=inp.progress(f"{em.label} {set_name} constrained", len(items))
+                                  if inp.progress else None)
+    except GrammarError as e:
+        names, why = sorted({str(it.schema_name) for it in items}), " ".join(str(e).split())
+        raise ConfigError("eval", [f"constrained_schema: a schema of set {set_name!r} ({', '.join(names)}) cannot "
+                                   f"be enforced: {why}; fix: simplify that schema, or set eval.constrained_schema: "
+                                   "false"]) from None
+    checks = [schema_valid(o.text, it.schema) for it, o in zip(items, outputs)]
+    write_jsonl(folder / f"{set_name}.constrained.jsonl", [
+        {"id": it.id, "category": it.category, "output": o.text, "new_tokens": o.new_tokens, "finish": o.finish,
+         "schema": it.schema_name, "schema_valid": ok, "schema_error": error}
+        for it, o, (ok, error) in zip(items, outputs, checks)])
+    stats_dict = {**stats.to_dict(), "finished_by_length": sum(o.finish == "length" for o in outputs)}
+    return validity([ok for ok, _ in checks]), stats_dict
 
 
 def compare(label: str, cand: dict, cand_replies: dict[str, list[str]], base: dict,

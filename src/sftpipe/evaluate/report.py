@@ -133,8 +133,10 @@ def write_report(out_dir: Path, metrics: dict) -> Path:
         if (out_dir / "generations").exists() else []
     judges = sorted(str(p.relative_to(out_dir)) for p in (out_dir / "judge").glob("*.jsonl")) \
         if (out_dir / "judge").exists() else []
+    constrained = any("schema_validity_constrained" in m for m in metrics["models"].values())
     html = env.from_string(source).render(m=metrics, plots=plots, generations=generations, judges=judges,
-                                          rules=_rule_table(metrics), names=list(metrics["models"]))
+                                          rules=_rule_table(metrics), names=list(metrics["models"]),
+                                          constrained=constrained)
     path = out_dir / "report.html"
     atomic_write_text(path, html)
     return path
@@ -153,8 +155,10 @@ def summary(metrics: dict) -> dict:
            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "candidates": {}}
     for label, c in metrics["comparisons"].items():
         j = c.get("judge") or {}
+        constrained = metrics["models"].get(label, {}).get("schema_validity_constrained")
         out["candidates"][label] = {
             "score": c["score"]["score"], "components": c["components"],
+            **({"schema_validity_constrained": constrained["rate"]} if constrained else {}),
             **({"win_rate": j["win_rate"], "win_rate_ci95": j["ci95"],
                 "length_controlled_win_rate": j["length_controlled_win_rate"], "judged": j["n"]} if j.get("n") else {}),
             "deltas": c["deltas"]}
@@ -175,17 +179,21 @@ def update_run_json(run_dir: Path, metrics: dict) -> dict:
 
 def card_markdown(s: dict) -> str:
     """The model card's evaluation section (markdown) for a run.json eval summary."""
+    constrained = any("schema_validity_constrained" in c for c in s["candidates"].values())
     lines = ["## Evaluation", "", f"Baseline: `{s['baseline']}`. Full report: [eval/report.html]({s['report']}), "
              f"metrics: [eval/metrics.json]({s['metrics']}).", "",
-             "| model | combined score | judge win rate [95% CI] | length-controlled | schema valid | policy clean "
-             "| correct | IFEval Δ (prompt) | general NLL Δ |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | combined score | judge win rate [95% CI] | length-controlled | schema valid | "
+             + ("schema valid, constrained | " if constrained else "")
+             + "policy clean | correct | IFEval Δ (prompt) | general NLL Δ |",
+             "|---|---|---|---|---|" + ("---|" if constrained else "") + "---|---|---|---|"]
     for label, c in s["candidates"].items():
         comp, d = c["components"], c["deltas"]
         win = (f"{pct(c['win_rate'])} [{pct(c['win_rate_ci95'][0])}, {pct(c['win_rate_ci95'][1])}]"
                if "win_rate" in c else "–")
         lines.append(f"| {label} | {c['score'] if c['score'] is not None else '–'} | {win} | "
                      f"{pct(c.get('length_controlled_win_rate'))} | {pct(comp.get('schema_validity'))} | "
-                     f"{pct(comp.get('policy'))} | {pct(comp.get('correctness'))} | "
+                     + (f"{pct(c.get('schema_validity_constrained'))} | " if constrained else "")
+                     + f"{pct(comp.get('policy'))} | {pct(comp.get('correctness'))} | "
                      f"{d.get('ifeval_prompt_level_strict', '–')} | {d.get('general_nll', '–')} |")
     sel = s.get("selection")
     if sel:

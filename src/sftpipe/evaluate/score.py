@@ -93,6 +93,20 @@ def _rate(k: int, n: int) -> dict:
     return {"n": n, "k": k, "rate": round(k / n, 4) if n else None, "ci95": [round(lo, 4), round(hi, 4)]}
 
 
+def validity(flags: list[bool]) -> dict:
+    """The share of True among `flags` (e.g. schema-valid replies) with its Wilson 95% interval.
+
+    >>> validity([True, True, False])["k"], validity([])["rate"]
+    (2, None)
+    """
+    return _rate(sum(flags), len(flags))
+
+
+def pooled_rate(rates: list[dict]) -> dict:
+    """Rates (`validity` / `_rate` dicts) of several sets pooled into one: their k and n summed."""
+    return _rate(sum(r["k"] for r in rates), sum(r["n"] for r in rates))
+
+
 def summarize_checks(rows: list[dict], categories: list[str]) -> dict:
     """Rates over one set's replies: schema validity, violation rate (overall, per rule, per category),
     correctness (all fields, per field); each with a Wilson 95% interval. `k` counts the event named."""

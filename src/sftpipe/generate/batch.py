@@ -54,16 +54,24 @@ def run_requests(engine: Engine, requests: list[Request], progress: Callable[[in
 def generate(model, renderer: ChatRenderer, prompts: list[list[dict]], *, max_new_tokens: int = 256,
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
              seed: int = 0, stop: tuple[str, ...] = (), stop_ids: list[int] | None = None,
-             progress: Callable[[int], None] | None = None) -> tuple[list[Generation], GenerationStats]:
+             progress: Callable[[int], None] | None = None, schemas: list[dict | None] | None = None
+             ) -> tuple[list[Generation], GenerationStats]:
     """Replies to `prompts` (template messages) in input order; greedy unless `do_sample` (each prompt then draws
-    from its own generator seeded with `seed`, as a served request with that seed does)."""
+    from its own generator seeded with `seed`, as a served request with that seed does). `schemas`, one per prompt,
+    constrains each reply with a schema to one JSON value matching it (`constrain.Grammars`; None: free text)."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"need batch_size >= 1 and max_new_tokens >= 1, got {batch_size}, {max_new_tokens}")
-    engine = Engine(model, renderer.tokenizer, stop_ids or stop_token_ids(renderer), max_batch=batch_size)
+    if schemas is not None and len(schemas) != len(prompts):
+        raise ValueError(f"schemas: got {len(schemas)} for {len(prompts)} prompts; fix: pass one per prompt "
+                         "(None for a free reply)")
+    stops = stop_ids or stop_token_ids(renderer)
+    engine = Engine(model, renderer.tokenizer, stops, max_batch=batch_size)
     encoded = [renderer.encode_prompt(p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     requests = [Request(encoded[i], max_new_tokens, temperature if do_sample else 0.0, top_p, seed, tuple(stop))
                 for i in order]
+    if schemas is not None and any(s is not None for s in schemas):
+        _constrain(requests, [schemas[i] for i in order], model, renderer, stops)
     t0 = time.perf_counter()
     replies = run_requests(engine, requests, progress)
     seconds = time.perf_counter() - t0
@@ -71,3 +79,14 @@ def generate(model, renderer: ChatRenderer, prompts: list[list[dict]], *, max_ne
     for i, gen in zip(order, replies):
         results[i] = gen
     return results, GenerationStats(len(prompts), sum(g.new_tokens for g in results), seconds)
+
+
+def _constrain(requests: list[Request], schemas: list[dict | None], model, renderer: ChatRenderer,
+               stop_ids: list[int]) -> None:
+    """Give each request whose schema is not None a fresh JSON constraint (one llguidance tokenizer for all)."""
+    from .constrain import Grammars
+
+    grammars = Grammars(renderer.tokenizer, int(model.config.vocab_size), stop_ids)
+    for req, schema in zip(requests, schemas):
+        if schema is not None:
+            req.constraint = grammars.json(schema)
