@@ -41,13 +41,16 @@ class Replies:
         done = loop.create_future()
         pieces: asyncio.Queue | None = asyncio.Queue() if streamed else None
 
-        def finish(gen):
-            loop.call_soon_threadsafe(lambda: done.done() or (done.set_exception(gen) if isinstance(
-                gen, BaseException) else done.set_result(gen)))
+        def later(fn, *args):
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop is closed (the app shut down): nobody waits for this reply
+                pass
 
-        req.on_done = finish
+        req.on_done = lambda gen: later(lambda: done.done() or (done.set_exception(gen) if isinstance(
+            gen, BaseException) else done.set_result(gen)))
         if pieces is not None:
-            req.on_text = lambda t: loop.call_soon_threadsafe(pieces.put_nowait, t)
+            req.on_text = lambda t: later(pieces.put_nowait, t)
             done.add_done_callback(lambda _: pieces.put_nowait(None))
         try:
             self.worker.submit(req)
