@@ -48,6 +48,10 @@ for whole in (True, False):
     head.remove()
 print(json.dumps(out), flush=True)
 dist.destroy_process_group()
+# the results are out: leave without interpreter teardown, where torch's gloo/autograd threads have aborted the
+# process ("terminate called without an active exception", once in three CI runs)
+import os
+os._exit(0)
 """
 
 
