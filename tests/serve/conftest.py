@@ -34,28 +34,34 @@ def _conversation(rng: random.Random, i: int) -> dict:
                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """runs/serve-t: a complete LoRA run on a tiny random Llama (2 steps)."""
+def train_tiny(root: Path, name: str, rows: list[dict], *, seed: int, threads: int, overrides: list[str]) -> Path:
+    """runs/<name> under `root`: `sftpipe train` on `rows` from a tiny random Llama (seed `seed`) with the real
+    SmolLM2 tokenizer, on `threads` torch threads; `overrides` set the mode, steps and the rest."""
     from sftpipe.stages.train import run as train
 
-    root = tmp_path_factory.mktemp("serve-run")
     tok = load_tokenizer("smollm2-135m-instruct")
-    tiny_model(tok, seed=5).save_pretrained(root / "base")
+    tiny_model(tok, seed=seed).save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
-    rng = random.Random(0)
-    (root / "train.jsonl").write_text("".join(json.dumps(_conversation(rng, i)) + "\n" for i in range(16)))
+    (root / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     cfg = load_config(overrides=[
-        "name=serve-t", f"model.name={root / 'base'}", f"data.train={root / 'train.jsonl'}",
-        f"train.output_dir={root / 'runs'}", "train.report_to=none", "train.precision=fp32", "train.mode=lora",
-        "train.max_steps=2", "train.batch_size=4", "train.grad_accum=1", "train.lr=1e-2", "train.warmup_ratio=0",
-        "render.max_length=128", "train.parity_examples=8"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+        f"name={name}", f"model.name={root / 'base'}", f"data.train={root / 'train.jsonl'}",
+        f"train.output_dir={root / 'runs'}", "train.report_to=none", "train.precision=fp32", "train.batch_size=4",
+        "train.grad_accum=1", "train.lr=1e-2", "train.warmup_ratio=0", *overrides])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return train(cfg, progress=False).run_dir
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """runs/serve-t: a complete LoRA run on a tiny random Llama (2 steps)."""
+    rng = random.Random(0)
+    return train_tiny(tmp_path_factory.mktemp("serve-run"), "serve-t", [_conversation(rng, i) for i in range(16)],
+                      seed=5, threads=1, overrides=["train.mode=lora", "train.max_steps=2", "render.max_length=128",
+                                                    "train.parity_examples=8"])
 
 
 def free_port() -> int:

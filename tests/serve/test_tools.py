@@ -11,13 +11,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import torch
 from openai import OpenAI
 
-from sftpipe.config import load_config
-from sftpipe.models import load_tokenizer, tiny_model
+from sftpipe.models import load_tokenizer
 
-from .conftest import API_KEY, LiveServer
+from .conftest import API_KEY, LiveServer, train_tiny
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_order", "description": "Look up an order by its id",
@@ -61,25 +59,10 @@ def _trace(rng: random.Random, system: str, i: int) -> dict:
 @pytest.fixture(scope="module")
 def tool_run(tmp_path_factory) -> Path:
     """runs/tools-t: all weights of a tiny random Llama trained on 16 tool-call traces until it writes them."""
-    from sftpipe.stages.train import run as train
-
-    root = tmp_path_factory.mktemp("tools-run")
-    tok = load_tokenizer("smollm2-135m-instruct")
-    tiny_model(tok, seed=3).save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
     rng, system = random.Random(0), _tools_block()
-    (root / "train.jsonl").write_text("".join(json.dumps(_trace(rng, system, i)) + "\n" for i in range(16)))
-    cfg = load_config(overrides=[
-        f"name={MODEL}", f"model.name={root / 'base'}", f"data.train={root / 'train.jsonl'}", "template=chatml",
-        f"train.output_dir={root / 'runs'}", "train.report_to=none", "train.precision=fp32", "train.mode=full",
-        "train.max_steps=100", "train.batch_size=4", "train.grad_accum=1", "train.lr=1e-2", "train.warmup_ratio=0",
-        "render.max_length=512", "train.parity_examples=4"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        return train(cfg, progress=False).run_dir
-    finally:
-        torch.set_num_threads(threads)
+    return train_tiny(tmp_path_factory.mktemp("tools-run"), MODEL, [_trace(rng, system, i) for i in range(16)],
+                      seed=3, threads=2, overrides=["template=chatml", "train.mode=full", "train.max_steps=100",
+                                                    "render.max_length=512", "train.parity_examples=4"])
 
 
 @pytest.fixture(scope="module")
