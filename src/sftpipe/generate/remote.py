@@ -70,7 +70,7 @@ class RemoteWorker:
         if kind not in KINDS:
             raise ValueError(f"engine kind {kind!r}; allowed: {', '.join(KINDS)}")
         self.url, self.kind, self.model, self.limit = url.rstrip("/"), kind, model, max_batch + max_queue
-        self.max_batch, self.error = max_batch, None
+        self.max_batch = max_batch
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), headers=headers)
         self.pool = ThreadPoolExecutor(max_batch, thread_name_prefix="sftpipe-engine")
@@ -109,7 +109,6 @@ class RemoteWorker:
         try:
             gen = self._complete(req)
         except Exception as exc:  # the engine's failure fails this request, not the front
-            self.error = exc
             gen = exc if isinstance(exc, EngineError) else EngineError(f"{self.url}: {type(exc).__name__}: {exc}")
         finally:
             with self.lock:

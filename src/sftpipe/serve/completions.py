@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from ..config.serve import ServeConfig
-from .protocol import ApiError, Sampling, decode_sampling, usage
+from .protocol import ApiError, Sampling, decode_sampling, stream_chunk, usage
 
 
 @dataclass
@@ -71,9 +71,4 @@ def encode_completion(rid: str, model: str, text: str, finish: str, prompt_token
 def encode_completion_chunk(rid: str, model: str, text: str | None, finish: str | None = None,
                             use: dict | None = None) -> dict:
     """One streamed text_completion chunk (`text` None with `use`: the final usage-only chunk)."""
-    choices = [] if text is None else [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]
-    chunk = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-             "choices": choices}
-    if use is not None:
-        chunk["usage"] = use
-    return chunk
+    return stream_chunk(rid, model, "text_completion", None if text is None else {"text": text}, finish, use)

@@ -256,9 +256,13 @@ def encode_response(rid: str, model: str, text: str | None, finish: str, prompt_
 def encode_chunk(rid: str, model: str, delta: dict | None, finish: str | None = None, use: dict | None = None
                  ) -> dict:
     """One chat.completion.chunk of a stream (`delta` None with `use`: the final usage-only chunk)."""
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-    chunk = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-             "choices": choices}
+    return stream_chunk(rid, model, "chat.completion.chunk", None if delta is None else {"delta": delta}, finish, use)
+
+
+def stream_chunk(rid: str, model: str, kind: str, body: dict | None, finish: str | None, use: dict | None) -> dict:
+    """One streamed object of type `kind` whose only choice holds `body` (None: no choice, the usage-only chunk)."""
+    choices = [] if body is None else [{"index": 0, **body, "finish_reason": finish, "logprobs": None}]
+    chunk = {"id": rid, "object": kind, "created": int(time.time()), "model": model, "choices": choices}
     if use is not None:
         chunk["usage"] = use
     return chunk
